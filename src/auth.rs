@@ -1,0 +1,257 @@
+//! Tokens: HS256 JWTs with `sub`, `role`, `fleet`, `exp`. Every connection and
+//! every API call is checked here before anything else happens.
+
+use std::time::Duration;
+
+use actix_web::HttpRequest;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{DriverId, FleetId, Timestamp};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Driver,
+    Dispatcher,
+    Admin,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "driver" => Ok(Role::Driver),
+            "dispatcher" => Ok(Role::Dispatcher),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role `{other}` (driver, dispatcher or admin)"
+            )),
+        }
+    }
+}
+
+/// The claims as they travel in a token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
+    pub exp: u64,
+    #[serde(default)]
+    pub iat: u64,
+}
+
+/// Which vehicles a caller may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetScope {
+    One(FleetId),
+    All,
+}
+
+impl FleetScope {
+    pub fn allows(&self, fleet: &FleetId) -> bool {
+        match self {
+            FleetScope::All => true,
+            FleetScope::One(own) => own == fleet,
+        }
+    }
+}
+
+/// A verified caller. Built only from a token whose signature and expiry were checked.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub sub: String,
+    pub role: Role,
+    pub scope: FleetScope,
+    /// When the token stops being valid; open sockets are closed then.
+    pub expires_at: Timestamp,
+}
+
+/// A verified driver: it may publish only as `driver`, in `fleet`.
+#[derive(Debug, Clone)]
+pub struct DriverIdentity {
+    pub driver: DriverId,
+    pub fleet: FleetId,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("a token is required (Authorization: Bearer, or ?access_token=)")]
+    Missing,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid")]
+    Invalid,
+    #[error("this endpoint is not open to the `{0}` role")]
+    WrongRole(&'static str),
+}
+
+impl AuthError {
+    /// Stable code for error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "token_missing",
+            AuthError::Expired => "token_expired",
+            AuthError::Invalid => "token_invalid",
+            AuthError::WrongRole(_) => "forbidden",
+        }
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Driver => "driver",
+        Role::Dispatcher => "dispatcher",
+        Role::Admin => "admin",
+    }
+}
+
+/// Signs and verifies tokens with one shared secret.
+pub struct Authenticator {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl Authenticator {
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Expiry is exact: a token is dead the second it says.
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    pub fn issue(
+        &self,
+        sub: &str,
+        role: Role,
+        fleet: Option<&str>,
+        ttl: Duration,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = (Timestamp::now().as_millis() / 1000) as u64;
+        let claims = Claims {
+            sub: sub.to_owned(),
+            role,
+            fleet: fleet.map(str::to_owned),
+            exp: now + ttl.as_secs(),
+            iat: now,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid,
+            })?;
+        let claims = data.claims;
+        let scope = match (claims.role, claims.fleet.as_deref()) {
+            (Role::Admin, None) => FleetScope::All,
+            (Role::Admin, Some(_)) => FleetScope::All,
+            (_, Some(f)) => FleetScope::One(FleetId::parse(f).map_err(|_| AuthError::Invalid)?),
+            (_, None) => return Err(AuthError::Invalid),
+        };
+        Ok(Identity {
+            sub: claims.sub,
+            role: claims.role,
+            scope,
+            expires_at: Timestamp::from_millis((claims.exp as i64).saturating_mul(1000)),
+        })
+    }
+
+    /// Verifies the request's token and checks its role against `allowed`.
+    pub fn authorize(&self, req: &HttpRequest, allowed: &[Role]) -> Result<Identity, AuthError> {
+        let token = token_from_request(req).ok_or(AuthError::Missing)?;
+        let identity = self.verify(&token)?;
+        if !allowed.contains(&identity.role) {
+            return Err(AuthError::WrongRole(role_name(identity.role)));
+        }
+        Ok(identity)
+    }
+}
+
+impl Identity {
+    /// The driver view of a driver token; `None` for other roles.
+    pub fn as_driver(&self) -> Option<DriverIdentity> {
+        if self.role != Role::Driver {
+            return None;
+        }
+        let FleetScope::One(fleet) = &self.scope else {
+            return None;
+        };
+        Some(DriverIdentity {
+            driver: DriverId::parse(&self.sub).ok()?,
+            fleet: fleet.clone(),
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+/// `Authorization: Bearer <t>` first, then `?access_token=<t>` (browsers cannot
+/// set headers on a WebSocket).
+fn token_from_request(req: &HttpRequest) -> Option<String> {
+    if let Some(value) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))?;
+        return Some(token.trim().to_owned());
+    }
+    actix_web::web::Query::<std::collections::HashMap<String, String>>::from_query(
+        req.query_string(),
+    )
+    .ok()?
+    .into_inner()
+    .remove("access_token")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn an_issued_token_verifies_with_its_claims() {
+        let auth = Authenticator::new(SECRET);
+        let token = auth
+            .issue("d1", Role::Driver, Some("acme"), Duration::from_secs(60))
+            .unwrap();
+        let id = auth.verify(&token).unwrap();
+        let driver = id.as_driver().unwrap();
+        assert_eq!(driver.driver.as_str(), "d1");
+        assert_eq!(driver.fleet.as_str(), "acme");
+    }
+
+    #[test]
+    fn a_token_signed_with_another_secret_is_invalid() {
+        let other = Authenticator::new(b"another-secret-another-secret-xx");
+        let token = other
+            .issue("d1", Role::Driver, Some("acme"), Duration::from_secs(60))
+            .unwrap();
+        let auth = Authenticator::new(SECRET);
+        assert_eq!(auth.verify(&token).unwrap_err(), AuthError::Invalid);
+    }
+
+    #[test]
+    fn a_dispatcher_without_fleet_is_refused_and_admin_sees_all() {
+        let auth = Authenticator::new(SECRET);
+        let t = auth
+            .issue("x", Role::Dispatcher, None, Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(auth.verify(&t).unwrap_err(), AuthError::Invalid);
+        let t = auth
+            .issue("ops", Role::Admin, None, Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(auth.verify(&t).unwrap().scope, FleetScope::All);
+    }
+}

@@ -1,0 +1,256 @@
+//! Configuration: the defaults in `config/default.toml` (compiled in), an
+//! optional file, then environment variables. A bad value stops start-up with
+//! a message that names the setting.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::domain::TimeWindow;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+/// Shortest HS256 secret accepted outside dev mode.
+pub const MIN_SECRET_LEN: usize = 32;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub node_id: String,
+    pub jwt_secret: SecretString,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub driver: DriverSettings,
+    pub dashboard: DashboardSettings,
+    pub fanout: FanoutSettings,
+    pub ws: WsSettings,
+    pub trails: TrailSettings,
+    pub map: MapSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub sqlite_path: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
+    pub url: SecretString,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DriverSettings {
+    pub offline_after_secs: u64,
+    pub max_future_secs: u64,
+    pub max_age_secs: u64,
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+    pub abuse_per_sec: u32,
+    pub abuse_burst: u32,
+    pub max_batch_items: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DashboardSettings {
+    pub max_subscriptions: usize,
+    pub max_items_per_frame: usize,
+    pub stuck_after_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FanoutSettings {
+    pub interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WsSettings {
+    pub max_frame_bytes: usize,
+    pub hard_frame_limit_bytes: usize,
+    pub heartbeat_secs: u64,
+    pub client_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TrailSettings {
+    pub retention_days: u32,
+    pub queue_capacity: usize,
+    pub flush_max_rows: usize,
+    pub flush_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MapSettings {
+    pub tile_url: String,
+    pub tile_attribution: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: `{key}` {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+impl Settings {
+    /// Loads the layered configuration from the process environment.
+    pub fn load(file: Option<&str>) -> Result<Self, SettingsError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Loads from an explicit environment, so tests need not touch the process's.
+    pub fn load_from(
+        file: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let env: std::collections::HashMap<String, String> = env.into_iter().collect();
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(File::with_name(path).required(true));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix("FLEETHUB")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env.clone().into_iter().collect())),
+        );
+        for (var, key) in [("DATABASE_URL", "database.url"), ("REDIS_URL", "redis.url")] {
+            if let Some(value) = env.get(var) {
+                builder = builder.set_override(key, value.as_str())?;
+            }
+        }
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let secret = self.jwt_secret.expose_secret();
+        if !secret.is_empty() && secret.len() < MIN_SECRET_LEN {
+            return Err(invalid(
+                "jwt_secret",
+                format!("must be at least {MIN_SECRET_LEN} bytes (or empty for dev mode)"),
+            ));
+        }
+        let url = self.database.url.expose_secret();
+        if !url.is_empty() && !url.starts_with("postgres://") && !url.starts_with("postgresql://")
+        {
+            return Err(invalid(
+                "database.url",
+                "must be a postgres:// URL, or empty for the embedded SQLite file",
+            ));
+        }
+        let positive = [
+            ("driver.offline_after_secs", self.driver.offline_after_secs),
+            ("driver.rate_per_sec", self.driver.rate_per_sec.into()),
+            ("driver.rate_burst", self.driver.rate_burst.into()),
+            ("driver.abuse_per_sec", self.driver.abuse_per_sec.into()),
+            ("driver.abuse_burst", self.driver.abuse_burst.into()),
+            ("driver.max_batch_items", self.driver.max_batch_items as u64),
+            ("dashboard.max_subscriptions", self.dashboard.max_subscriptions as u64),
+            ("dashboard.max_items_per_frame", self.dashboard.max_items_per_frame as u64),
+            ("dashboard.stuck_after_secs", self.dashboard.stuck_after_secs),
+            ("ws.max_frame_bytes", self.ws.max_frame_bytes as u64),
+            ("ws.heartbeat_secs", self.ws.heartbeat_secs),
+            ("trails.queue_capacity", self.trails.queue_capacity as u64),
+            ("trails.flush_max_rows", self.trails.flush_max_rows as u64),
+            ("trails.retention_days", self.trails.retention_days.into()),
+            ("database.max_connections", self.database.max_connections.into()),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.ws.hard_frame_limit_bytes < self.ws.max_frame_bytes {
+            return Err(invalid(
+                "ws.hard_frame_limit_bytes",
+                "must not be smaller than ws.max_frame_bytes",
+            ));
+        }
+        if self.ws.client_timeout_secs <= self.ws.heartbeat_secs {
+            return Err(invalid(
+                "ws.client_timeout_secs",
+                "must be longer than ws.heartbeat_secs",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Dev mode: no secret configured. The hub then makes one up and stays on localhost.
+    pub fn dev_mode(&self) -> bool {
+        self.jwt_secret.expose_secret().is_empty()
+    }
+
+    pub fn time_window(&self) -> TimeWindow {
+        TimeWindow {
+            max_future: Duration::from_secs(self.driver.max_future_secs),
+            max_age: Duration::from_secs(self.driver.max_age_secs),
+        }
+    }
+
+    pub fn fanout_interval(&self) -> Duration {
+        Duration::from_millis(self.fanout.interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        Settings::load_from(
+            None,
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_load_in_dev_mode() {
+        let s = load(&[]).unwrap();
+        assert!(s.dev_mode());
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.fanout.interval_ms, 100);
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let s = load(&[
+            ("FLEETHUB_FANOUT__INTERVAL_MS", "0"),
+            ("FLEETHUB_LISTEN", "0.0.0.0:9000"),
+            ("FLEETHUB_NODE_ID", "pi-1"),
+            ("DATABASE_URL", "postgres://localhost/x"),
+        ])
+        .unwrap();
+        assert_eq!(s.fanout.interval_ms, 0);
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.node_id, "pi-1");
+        assert_eq!(s.database.url.expose_secret(), "postgres://localhost/x");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_setting() {
+        let err = load(&[("FLEETHUB_FANOUT__INTERVAL_MS", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("interval_ms"), "{err}");
+        let err = load(&[("FLEETHUB_JWT_SECRET", "short")]).unwrap_err().to_string();
+        assert!(err.contains("jwt_secret"), "{err}");
+        let err = load(&[("FLEETHUB_LISTEN", "nowhere")]).unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
+    }
+}

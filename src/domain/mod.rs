@@ -1,0 +1,23 @@
+//! Domain types. Each one checks its invariants when it is built, so the rest
+//! of the hub can trust any value it holds.
+
+mod bbox;
+mod ids;
+mod position;
+
+pub use bbox::{BBox, BBoxError};
+pub use ids::{DriverId, FleetId, IdError};
+pub use position::{Position, PositionError, TimeWindow, Timestamp};
+
+/// A driver's sequence number: strictly increasing per driver, chosen by the app.
+pub type Seq = u64;
+
+/// One position as it travels to the trail store: who sent it, under which
+/// sequence number, and the validated fix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrailPoint {
+    pub driver: DriverId,
+    pub fleet: FleetId,
+    pub seq: Seq,
+    pub position: Position,
+}

@@ -1,0 +1,276 @@
+//! The wire contract: every JSON frame the hub reads or writes, with the error
+//! and close codes. `docs/PROTOCOL.md` describes the same thing for people;
+//! keep the two in step.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::domain::{Position, PositionError, Seq, TimeWindow, Timestamp};
+
+/// Stable error codes carried by `error` frames and HTTP error bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadJson,
+    UnknownType,
+    InvalidPosition,
+    BatchTooLarge,
+    FrameTooLarge,
+    RateLimited,
+    Forbidden,
+    StorageUnavailable,
+    InvalidBbox,
+    InvalidId,
+    TooManySubscriptions,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 11] = [
+        ErrorCode::BadJson,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidPosition,
+        ErrorCode::BatchTooLarge,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::Forbidden,
+        ErrorCode::StorageUnavailable,
+        ErrorCode::InvalidBbox,
+        ErrorCode::InvalidId,
+        ErrorCode::TooManySubscriptions,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidPosition => "invalid_position",
+            ErrorCode::BatchTooLarge => "batch_too_large",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
+            ErrorCode::InvalidBbox => "invalid_bbox",
+            ErrorCode::InvalidId => "invalid_id",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+        }
+    }
+}
+
+/// WebSocket close codes the hub sends.
+pub mod close {
+    /// The hub is shutting down (standard "going away").
+    pub const GOING_AWAY: u16 = 1001;
+    /// Sustained abuse, or a token that expired on an open socket (standard "policy violation").
+    pub const POLICY: u16 = 1008;
+    /// A frame above the hard limit (standard "message too big").
+    pub const TOO_BIG: u16 = 1009;
+    /// A dashboard that stopped reading (standard "try again later").
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The same driver connected again; this older socket is closed.
+    pub const REPLACED: u16 = 4001;
+    /// The peer answered no ping in time.
+    pub const TIMEOUT: u16 = 4002;
+}
+
+/// One fix as a driver sends it, fields optional so that one bad item in a
+/// batch is reported alone instead of failing the whole frame.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+pub struct WireFix {
+    pub seq: Option<Seq>,
+    pub ts: Option<i64>,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heading: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acc: Option<f64>,
+}
+
+/// Why a fix was refused, with the seq to report it under (when there was one).
+#[derive(Debug, PartialEq)]
+pub struct FixError {
+    pub seq: Option<Seq>,
+    pub message: String,
+}
+
+impl WireFix {
+    /// Validates the fix: shape, ranges, then the time window.
+    pub fn validate(&self, window: &TimeWindow, now: Timestamp) -> Result<(Seq, Position), FixError> {
+        let fail = |message: String| FixError {
+            seq: self.seq,
+            message,
+        };
+        let seq = self.seq.ok_or_else(|| fail("seq is required".into()))?;
+        let (Some(ts), Some(lat), Some(lon)) = (self.ts, self.lat, self.lon) else {
+            return Err(fail("ts, lat and lon are required".into()));
+        };
+        let ts = Timestamp::from_millis(ts);
+        let position = Position::new(lat, lon, ts, self.speed, self.heading, self.acc)
+            .map_err(|e: PositionError| fail(e.to_string()))?;
+        window.check(ts, now).map_err(|e| fail(e.to_string()))?;
+        Ok((seq, position))
+    }
+}
+
+/// A frame from a driver, read in one pass: the `type` decides which fields
+/// matter. (No `#[serde(flatten)]`: it buffers every frame, and this is the hot path.)
+#[derive(Debug, Deserialize)]
+pub struct DriverFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Option<Cow<'a, str>>,
+    pub seq: Option<Seq>,
+    pub ts: Option<i64>,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub speed: Option<f64>,
+    pub heading: Option<f64>,
+    pub acc: Option<f64>,
+    pub items: Option<Vec<WireFix>>,
+}
+
+impl DriverFrame<'_> {
+    /// The fix carried by a `pos` frame.
+    pub fn fix(&self) -> WireFix {
+        WireFix {
+            seq: self.seq,
+            ts: self.ts,
+            lat: self.lat,
+            lon: self.lon,
+            speed: self.speed,
+            heading: self.heading,
+            acc: self.acc,
+        }
+    }
+}
+
+/// A frame from a dashboard.
+#[derive(Debug, Deserialize)]
+pub struct DashboardFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Option<Cow<'a, str>>,
+    pub id: Option<String>,
+    pub bbox: Option<Vec<f64>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DriverOut<'a> {
+    Welcome {
+        driver: &'a str,
+        fleet: &'a str,
+        last_seq: Seq,
+    },
+    Ack {
+        seq: Seq,
+    },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<Seq>,
+    },
+}
+
+/// Live view of one driver as dashboards receive it (`P` in the protocol doc).
+#[derive(Debug, Serialize)]
+pub struct DriverView<'a> {
+    pub driver: &'a str,
+    pub fleet: &'a str,
+    pub lat: f64,
+    pub lon: f64,
+    pub ts: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heading: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DashboardOut<'a> {
+    Hello {
+        role: &'a str,
+        fleet: Option<&'a str>,
+        node: &'a str,
+    },
+    Snapshot {
+        id: &'a str,
+        drivers: Vec<&'a RawValue>,
+    },
+    Positions {
+        items: Vec<&'a RawValue>,
+    },
+    Status {
+        driver: &'a str,
+        status: &'a str,
+    },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+    },
+}
+
+/// Serialises an outbound frame. Our own types always serialise; the fallback
+/// keeps a bug from ever panicking a session.
+pub fn to_json<T: Serialize>(frame: &T) -> String {
+    serde_json::to_string(frame).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "failed to serialise an outbound frame");
+        String::from(r#"{"type":"error","code":"internal","message":"serialisation failed"}"#)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_pos_frame_reads_in_one_pass() {
+        let f: DriverFrame = serde_json::from_str(
+            r#"{"type":"pos","seq":1,"ts":1764000000000,"lat":-12.05,"lon":-77.04,"speed":8.3,"heading":90,"acc":5}"#,
+        )
+        .unwrap();
+        assert_eq!(f.kind.as_deref(), Some("pos"));
+        assert_eq!(f.fix().seq, Some(1));
+        assert_eq!(f.fix().heading, Some(90.0));
+    }
+
+    #[test]
+    fn validation_reports_the_seq_of_a_bad_fix() {
+        let window = TimeWindow {
+            max_future: Duration::from_secs(300),
+            max_age: Duration::from_secs(3600),
+        };
+        let fix = WireFix {
+            seq: Some(7),
+            ts: Some(1_000),
+            lat: Some(91.0),
+            lon: Some(0.0),
+            ..Default::default()
+        };
+        let err = fix.validate(&window, Timestamp::from_millis(1_000)).unwrap_err();
+        assert_eq!(err.seq, Some(7));
+    }
+
+    #[test]
+    fn error_frames_carry_the_code_as_snake_case() {
+        let json = to_json(&DriverOut::Error {
+            code: ErrorCode::StorageUnavailable,
+            message: "m",
+            seq: Some(3),
+        });
+        assert_eq!(
+            json,
+            r#"{"type":"error","code":"storage_unavailable","message":"m","seq":3}"#
+        );
+        for code in ErrorCode::ALL {
+            assert_eq!(to_json(&code), format!("\"{}\"", code.as_str()));
+        }
+    }
+}
