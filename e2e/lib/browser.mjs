@@ -1,9 +1,6 @@
 // Launches Debian's Chromium through playwright-core (playwright's own browser
 // downloads are not reachable here) with a fresh profile for every run.
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
@@ -26,21 +23,10 @@ const ARGS = [
   '--disable-backgrounding-occluded-windows',
 ];
 
-/** Returns {context, close}; the profile directory is removed on close. */
-export async function launch({ viewport = { width: 1280, height: 800 }, locale = 'en-GB' } = {}) {
-  const profile = mkdtempSync(join(tmpdir(), 'fleethub-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ARGS,
-    viewport,
-    locale,
-  });
-  return {
-    context,
-    async close() {
-      await context.close().catch(() => {});
-      rmSync(profile, { recursive: true, force: true });
-    },
-  };
+/**
+ * Launches Chromium. Playwright gives every launch a fresh temporary profile
+ * (user-data-dir) and removes it on close; each context is a clean slate too.
+ */
+export function launchBrowser() {
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
 }

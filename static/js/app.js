@@ -404,6 +404,7 @@ window.fleethub = {
   vehicles: () =>
     Array.from(store.byId.values(), (r) => ({
       id: r.id,
+      fleet: r.fleet,
       lon: r.feature.geometry.coordinates[0],
       lat: r.feature.geometry.coordinates[1],
       ts: r.ts,

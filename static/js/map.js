@@ -151,7 +151,7 @@ export class FleetMap {
       style: baseStyle(world),
       center: LIMA,
       zoom: 11,
-      minZoom: 1,
+      minZoom: 0,
       maxZoom: 19,
       // A dispatch map stays north-up: rotated views make headings harder to read.
       dragRotate: false,
@@ -402,6 +402,7 @@ export class FleetMap {
   fitTo(coords) {
     if (!coords.length) return;
     const bounds = coords.reduce((b, c) => b.extend(c), new maplibregl.LngLatBounds(coords[0], coords[0]));
-    this.map.fitBounds(bounds, { padding: 80, maxZoom: 16, duration: 600 });
+    // The replay panel covers the bottom of the map: keep the trail above it.
+    this.map.fitBounds(bounds, { padding: { top: 70, left: 50, right: 70, bottom: 260 }, maxZoom: 16, duration: 600 });
   }
 }
