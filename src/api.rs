@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 
 use crate::api_error::ApiError;
 use crate::auth::{FleetScope, Role};
-use crate::domain::{BBox, Timestamp};
+use crate::domain::BBox;
 use crate::hub::view_json;
 use crate::metrics as m;
 use crate::outbox::Status;
@@ -66,13 +66,6 @@ struct DriversQuery {
     bbox: Option<String>,
 }
 
-#[derive(Serialize)]
-struct DriverListing<'a> {
-    #[serde(flatten)]
-    view: &'a RawValue,
-    last_seen: Option<Timestamp>,
-}
-
 fn parse_bbox(raw: &str) -> Result<BBox, ApiError> {
     let parts: Vec<f64> = raw
         .split(',')
@@ -110,7 +103,7 @@ async fn drivers(
     };
     let mut rows = state.hub.drivers_in(&identity.scope, &bbox);
     rows.sort_by(|a, b| b.position.ts().cmp(&a.position.ts()));
-    let views: Vec<(Box<RawValue>, Option<Timestamp>)> = rows
+    let views: Vec<Box<RawValue>> = rows
         .iter()
         .map(|r| {
             let status = if r.online {
@@ -118,20 +111,17 @@ async fn drivers(
             } else {
                 Status::Offline
             };
-            (
-                view_json(&r.update.driver, &r.update.fleet, &r.position, Some(status)),
+            let (update, position) = (&r.update, &r.position);
+            view_json(
+                &update.driver,
+                &update.fleet,
+                position,
+                Some(status),
                 r.last_seen,
             )
         })
         .collect();
-    let listing: Vec<DriverListing> = views
-        .iter()
-        .map(|(v, seen)| DriverListing {
-            view: v,
-            last_seen: *seen,
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "drivers": listing })))
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "drivers": views })))
 }
 
 /// `GET /api/v1/me`: who the token says the caller is.

@@ -73,6 +73,7 @@ pub struct WsSettings {
     pub hard_frame_limit_bytes: usize,
     pub heartbeat_secs: u64,
     pub client_timeout_secs: u64,
+    pub send_buffer_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

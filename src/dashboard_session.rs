@@ -243,7 +243,13 @@ fn snapshot_frame(id: &str, mut rows: Vec<DriverRow>) -> String {
             } else {
                 Status::Offline
             };
-            view_json(&r.update.driver, &r.update.fleet, &r.position, Some(status))
+            view_json(
+                &r.update.driver,
+                &r.update.fleet,
+                &r.position,
+                Some(status),
+                None,
+            )
         })
         .collect();
     to_json(&DashboardOut::Snapshot {

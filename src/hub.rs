@@ -383,7 +383,7 @@ pub fn make_update(
         ts: position.ts(),
         lat: position.lat(),
         lon: position.lon(),
-        json: view_json(driver, fleet, position, status),
+        json: view_json(driver, fleet, position, status, None),
         received: Instant::now(),
     }
 }
@@ -393,6 +393,7 @@ pub fn view_json(
     fleet: &FleetId,
     position: &Position,
     status: Option<Status>,
+    last_seen: Option<Timestamp>,
 ) -> Box<RawValue> {
     let view = DriverView {
         driver: driver.as_str(),
@@ -403,6 +404,7 @@ pub fn view_json(
         speed: position.speed(),
         heading: position.heading(),
         status: status.map(Status::as_str),
+        last_seen,
     };
     serde_json::value::to_raw_value(&view).unwrap_or_else(|e| {
         tracing::error!(error = %e, "failed to serialise a driver view");

@@ -196,6 +196,9 @@ pub struct DriverView<'a> {
     pub heading: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<&'a str>,
+    /// Hub clock when the driver was last heard from (REST listing only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Timestamp>,
 }
 
 #[derive(Debug, Serialize)]

@@ -115,6 +115,7 @@ impl Application {
 }
 
 fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<Server> {
+    let send_buffer = state.settings.ws.send_buffer_bytes;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -124,6 +125,7 @@ fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<S
             .configure(api::routes)
             .configure(static_files::routes)
     })
+    .on_connect(move |conn, _| limit_send_buffer(conn, send_buffer))
     .listen(listener)?
     .disable_signals()
     .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
@@ -131,9 +133,22 @@ fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<S
     Ok(server)
 }
 
+/// Caps the kernel's send buffer so a peer that stops reading pins a bounded
+/// amount of kernel memory and is detected as stuck in seconds, not megabytes.
+fn limit_send_buffer(conn: &dyn std::any::Any, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        if let Err(e) = socket2::SockRef::from(tcp).set_send_buffer_size(bytes) {
+            tracing::debug!(error = %e, "could not set SO_SNDBUF");
+        }
+    }
+}
+
 fn tracing_actix_middleware() -> actix_web::middleware::Logger {
     // Access logs carry no query string: tokens may travel there.
-    actix_web::middleware::Logger::new("%s %r %Dms")
+    actix_web::middleware::Logger::new("%s %m %U %Dms")
         .exclude("/healthz")
         .exclude("/metrics")
 }

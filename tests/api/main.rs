@@ -1,0 +1,9 @@
+//! Integration tests: the real hub on a random port, real WebSocket clients.
+//! One binary, one module per area.
+
+mod auth;
+mod dashboard;
+mod driver;
+mod helpers;
+mod http;
+mod slow_dashboard;
