@@ -50,11 +50,38 @@ function roundCoords(c) {
 const land = topojson.merge(topo, topo.objects.land.geometries);
 // Borders between two countries only: the coast is already the land's edge.
 const borders = topojson.mesh(topo, topo.objects.countries, (a, b) => a !== b);
+/**
+ * world-atlas is stitched for spherical projections: a shape crossing the
+ * antimeridian (Chukotka, Fiji) jumps from +180 to -180 mid-ring, which on a
+ * flat map draws a band straight across the world. Unwrap such rings into
+ * continuous longitudes (beyond ±180, which MapLibre wraps itself); a ring
+ * around a pole (Antarctica) is closed through the pole.
+ */
+function unwrap(line, closeRing) {
+  const out = [line[0].slice()];
+  let offset = 0;
+  for (let i = 1; i < line.length; i++) {
+    const d = line[i][0] - line[i - 1][0];
+    if (d > 180) offset -= 360;
+    else if (d < -180) offset += 360;
+    out.push([line[i][0] + offset, line[i][1]]);
+  }
+  if (closeRing && offset !== 0) {
+    const first = out[0];
+    const last = out[out.length - 1];
+    const pole = first[1] < 0 ? -90 : 90;
+    out.push([last[0], pole], [first[0], pole], [first[0], first[1]]);
+  }
+  return out;
+}
+const landPolys = roundCoords(land.coordinates.map((poly) => poly.map((ring) => unwrap(ring, true))));
+const borderLines = roundCoords(borders.coordinates.map((line) => unwrap(line, false)));
 const world = {
   type: 'FeatureCollection',
   features: [
-    { type: 'Feature', properties: { kind: 'land' }, geometry: { type: land.type, coordinates: roundCoords(land.coordinates) } },
-    { type: 'Feature', properties: { kind: 'border' }, geometry: { type: borders.type, coordinates: roundCoords(borders.coordinates) } },
+    // The coast is drawn by stroking the land polygons: no second copy of the coordinates.
+    { type: 'Feature', properties: { kind: 'land' }, geometry: { type: 'MultiPolygon', coordinates: landPolys } },
+    { type: 'Feature', properties: { kind: 'border' }, geometry: { type: 'MultiLineString', coordinates: borderLines } },
   ],
 };
 const worldDir = join(vendor, 'natural-earth');

@@ -113,14 +113,14 @@ function baseStyle(world) {
         type: 'fill',
         source: 'world',
         filter: ['==', ['get', 'kind'], 'land'],
-        paint: { 'fill-color': '#172235', 'fill-antialias': true },
+        paint: { 'fill-color': '#1a2840', 'fill-antialias': true },
       },
       {
         id: 'coast',
         type: 'line',
         source: 'world',
         filter: ['==', ['get', 'kind'], 'land'],
-        paint: { 'line-color': '#31445f', 'line-width': ['interpolate', ['linear'], ['zoom'], 2, 0.6, 10, 1.6] },
+        paint: { 'line-color': '#39506f', 'line-width': ['interpolate', ['linear'], ['zoom'], 2, 0.6, 10, 1.6] },
       },
       {
         id: 'borders',
