@@ -48,16 +48,29 @@ async function hubSubscriptions() {
   return (await res.json()).dashboards;
 }
 
+const sameBox = (a, b) => a.length === 4 && a.every((v, i) => Math.abs(v - b[i]) < 1e-4);
+
 /** Waits until the hub holds a `view` subscription equal to `bbox` (within rounding). */
 async function hubHasView(bbox, what) {
   return waitFor(
-    async () => {
-      const dashboards = await hubSubscriptions();
-      return dashboards.some((d) =>
-        d.subscriptions.some((s) => s.id === 'view' && s.bbox.every((v, i) => Math.abs(v - bbox[i]) < 1e-4)),
-      );
-    },
+    async () => (await hubSubscriptions()).some((d) => d.subscriptions.some((s) => s.id === 'view' && sameBox(s.bbox, bbox))),
     { timeoutMs: 10_000, what },
+  );
+}
+
+/**
+ * Waits until the page's latest box satisfies `accept` and the hub holds that
+ * same box. Compared afresh on every poll: a drag's inertia may send more than one.
+ */
+async function hubFollowsPage(page, accept, what) {
+  return waitFor(
+    async () => {
+      const box = await page.evaluate(() => window.fleethub.subscribedBbox);
+      if (!box || !accept(box)) return false;
+      const held = (await hubSubscriptions()).some((d) => d.subscriptions.some((s) => s.id === 'view' && sameBox(s.bbox, box)));
+      return held && box;
+    },
+    { timeoutMs: 15_000, what },
   );
 }
 
@@ -166,8 +179,7 @@ describe('dispatcher dashboard', { timeout: 30 * 60_000 }, () => {
 
   test('panning the map changes the subscription the hub holds', { timeout: 90_000 }, async () => {
     const page = await openSignedIn(adminToken());
-    const initial = await waitFor(() => page.evaluate(() => window.fleethub.subscribedBbox), { what: 'a first view box' });
-    await hubHasView(initial, `the hub to hold the initial box ${initial}`);
+    const initial = await hubFollowsPage(page, () => true, 'the hub to hold the first view box');
 
     // A real drag with the mouse, as a dispatcher would pan.
     const box = await page.locator('#map canvas').boundingBox();
@@ -178,35 +190,18 @@ describe('dispatcher dashboard', { timeout: 30 * 60_000 }, () => {
     await page.mouse.move(cx - 150, cy - 80, { steps: 8 });
     await page.mouse.move(cx - 300, cy - 160, { steps: 8 });
     await page.mouse.up();
-    const panned = await waitFor(
-      async () => {
-        const b = await page.evaluate(() => window.fleethub.subscribedBbox);
-        return b && b.join() !== initial.join() && b;
-      },
-      { what: 'the page to send a new box after the drag' },
-    );
+    const panned = await hubFollowsPage(page, (b) => b.join() !== initial.join(), 'the hub to hold the box sent after the drag');
     assert.ok(panned[0] > initial[0] && panned[1] < initial[1], `dragging up-left moves the view east and south: ${initial} -> ${panned}`);
-    await hubHasView(panned, `the hub to hold the panned box ${panned}`);
     await shot(page, '04-after-pan');
 
     // Across the antimeridian (Fiji): west > east.
     await page.evaluate(() => window.fleethub.map.jumpTo({ center: [180, -17], zoom: 5 }));
-    const fiji = await waitFor(
-      async () => {
-        const b = await page.evaluate(() => window.fleethub.subscribedBbox);
-        return b && b[0] > b[2] && b;
-      },
-      { what: 'an antimeridian box (west > east)' },
-    );
-    await hubHasView(fiji, `the hub to hold the antimeridian box ${fiji}`);
+    const fiji = await hubFollowsPage(page, (b) => b[0] > b[2], 'the hub to hold an antimeridian box (west > east)');
+    assert.ok(fiji[0] > 170 && fiji[2] < -170, `Fiji box: ${fiji}`);
 
     // The whole world.
     await page.evaluate(() => window.fleethub.map.jumpTo({ center: [0, 0], zoom: 0 }));
-    await waitFor(
-      async () => (await page.evaluate(() => window.fleethub.subscribedBbox))?.join() === '-180,-90,180,90',
-      { what: 'the world box' },
-    );
-    await hubHasView([-180, -90, 180, 90], 'the hub to hold the world box');
+    await hubFollowsPage(page, (b) => b.join() === '-180,-90,180,90', 'the hub to hold the world box');
     await shot(page, '05-world');
     await closePage(page);
   });

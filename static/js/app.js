@@ -158,7 +158,7 @@ function frame(now) {
     lastPush = now;
     pending = false;
   }
-  if (following) {
+  if (following && now > fleetMap.easingUntil) {
     const at = store.drawnAt(following);
     const c = fleetMap.map.getCenter();
     if (at && (Math.abs(at[0] - c.lng) > 1e-7 || Math.abs(at[1] - c.lat) > 1e-7)) fleetMap.centreOn(at, { animate: false });
@@ -277,12 +277,12 @@ function showSignIn(messageKey) {
   $('signin-token').focus();
 }
 
-async function signIn(candidate, { fromUrl = false } = {}) {
+async function signIn(candidate, { fresh = false } = {}) {
   let me = null;
   try {
     me = await apiGet('/api/v1/me', { token: candidate });
   } catch (e) {
-    if (e instanceof Unauthorized) return showSignIn(fromUrl ? 'signin.invalid' : 'signin.expired');
+    if (e instanceof Unauthorized) return showSignIn(fresh ? 'signin.invalid' : 'signin.expired');
     if (!(e instanceof HttpError && e.status === 404)) return showSignIn('signin.unreachable');
     // No /me on this hub: the WebSocket's hello frame will tell who we are.
   }
@@ -307,7 +307,7 @@ $('signin-form').addEventListener('submit', async (e) => {
   $('signin-error').hidden = false;
   $('signin-error').textContent = t('signin.checking');
   try {
-    await signIn(candidate, { fromUrl: true });
+    await signIn(candidate, { fresh: true });
   } finally {
     button.disabled = false;
   }
@@ -386,7 +386,8 @@ async function main() {
   renderConnState();
 
   const saved = getToken();
-  if (saved) await signIn(saved, { fromUrl });
+  // A token just taken from the URL that fails is invalid; a stored one that fails has expired.
+  if (saved) await signIn(saved, { fresh: fromUrl });
   else showSignIn();
 }
 

@@ -145,6 +145,7 @@ export class FleetMap {
    */
   constructor(container, uiConfig, world) {
     this.selected = null;
+    this.easingUntil = 0;
     this.handlers = { vehicleClick: () => {}, userPan: () => {}, tilesFailed: () => {} };
     this.map = new maplibregl.Map({
       container,
@@ -384,7 +385,11 @@ export class FleetMap {
 
   centreOn(lonLat, { animate = true, minZoom = 14 } = {}) {
     const zoom = Math.max(this.map.getZoom(), minZoom);
-    if (animate) this.map.easeTo({ center: lonLat, zoom, duration: 600 });
+    if (animate) {
+      // The follow loop must not cut this ease short with its per-frame jumps.
+      this.easingUntil = performance.now() + 650;
+      this.map.easeTo({ center: lonLat, zoom, duration: 600 });
+    }
     else this.map.jumpTo({ center: lonLat });
   }
 
