@@ -102,7 +102,7 @@ async fn drivers(
         None => BBox::world(),
     };
     let mut rows = state.hub.drivers_in(&identity.scope, &bbox);
-    rows.sort_by(|a, b| b.position.ts().cmp(&a.position.ts()));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.position.ts()));
     let views: Vec<Box<RawValue>> = rows
         .iter()
         .map(|r| {

@@ -234,7 +234,7 @@ fn valid_id(id: Option<&str>) -> Option<&str> {
 }
 
 fn snapshot_frame(id: &str, mut rows: Vec<DriverRow>) -> String {
-    rows.sort_by(|a, b| b.position.ts().cmp(&a.position.ts()));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.position.ts()));
     let views: Vec<_> = rows
         .iter()
         .map(|r| {

@@ -43,6 +43,8 @@ enum Command {
     },
     /// Apply the database migrations and exit.
     Migrate,
+    /// Exit 0 when the local hub answers `/healthz` (for container health checks).
+    Healthcheck,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
             ttl,
         } => token(&settings, role, &sub, fleet.as_deref(), ttl),
         Command::Migrate => migrate(settings),
+        Command::Healthcheck => healthcheck(&settings),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,4 +126,24 @@ fn migrate(settings: Settings) -> anyhow::Result<()> {
         println!("migrations applied ({})", store.backend());
         Ok(())
     })
+}
+
+fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let mut addr = settings.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip([127, 0, 0, 1].into());
+    }
+    let timeout = Duration::from_secs(2);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    anyhow::ensure!(
+        response.starts_with("HTTP/1.1 200"),
+        "unhealthy: {}",
+        response.lines().next().unwrap_or("")
+    );
+    Ok(())
 }

@@ -197,7 +197,7 @@ impl Outbox {
         } else {
             take_newest(&mut state.positions, max_positions)
         };
-        positions.sort_unstable_by(|a, b| b.ts.cmp(&a.ts));
+        positions.sort_unstable_by_key(|u| std::cmp::Reverse(u.ts));
         batch.bytes = batch.control.iter().map(control_size).sum::<usize>()
             + batch.statuses.len() * STATUS_BYTES
             + positions.iter().map(|u| u.json.get().len()).sum::<usize>();
@@ -249,7 +249,7 @@ fn take_newest(
     max: usize,
 ) -> Vec<Arc<LiveUpdate>> {
     let mut all: Vec<Arc<LiveUpdate>> = pending.values().cloned().collect();
-    all.sort_unstable_by(|a, b| b.ts.cmp(&a.ts));
+    all.sort_unstable_by_key(|u| std::cmp::Reverse(u.ts));
     all.truncate(max);
     for u in &all {
         pending.remove(&u.driver);

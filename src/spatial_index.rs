@@ -297,7 +297,7 @@ mod tests {
     fn no_box_is_filed_under_more_than_the_cell_cap() {
         let mut index = SpatialIndex::new();
         for (i, size) in [0.01, 0.3, 1.7, 9.0, 45.0, 300.0].iter().enumerate() {
-            let half = size / 2.0;
+            let half: f64 = size / 2.0;
             let b = bbox(
                 -half.min(180.0),
                 -(half.min(90.0)),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix_web::{App, HttpServer, dev::Server, web};
 use metrics_exporter_prometheus::PrometheusHandle;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +32,8 @@ pub struct AppState {
     /// Cancelled when the hub stops: sessions close with 1001.
     pub shutdown: CancellationToken,
     pub dev_mode: bool,
+    /// The secret tokens are checked with (generated in dev mode); for the demo fleet.
+    pub jwt_secret: SecretString,
 }
 
 pub struct Application {
@@ -68,6 +70,7 @@ impl Application {
             metrics: metrics::install(),
             shutdown,
             dev_mode,
+            jwt_secret: SecretString::from(secret),
         });
         let server = serve(listener, state.clone())?;
         tracing::info!(%listen, port, node = state.hub.node_id(), backend = state.store.backend(), "fleethub listening");
@@ -139,10 +142,11 @@ fn limit_send_buffer(conn: &dyn std::any::Any, bytes: usize) {
     if bytes == 0 {
         return;
     }
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        if let Err(e) = socket2::SockRef::from(tcp).set_send_buffer_size(bytes) {
-            tracing::debug!(error = %e, "could not set SO_SNDBUF");
-        }
+    let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+        return;
+    };
+    if let Err(e) = socket2::SockRef::from(tcp).set_send_buffer_size(bytes) {
+        tracing::debug!(error = %e, "could not set SO_SNDBUF");
     }
 }
 
