@@ -6,4 +6,5 @@ mod dashboard;
 mod driver;
 mod helpers;
 mod http;
+mod simulated_fleet;
 mod slow_dashboard;
