@@ -27,6 +27,7 @@ let token = ''; // also kept here: sessionStorage may be unavailable
 let session = null; // timers of the signed-in session
 let lastSentBbox = '';
 let connState = { state: 'connecting', info: undefined };
+const stateLog = []; // recent connection states, for diagnostics and the tests
 let identity = null;
 let following = null;
 let noticeTimer;
@@ -216,6 +217,8 @@ function startSession() {
     onFrame,
     onState: (state, info) => {
       connState = { state, info };
+      stateLog.push(state);
+      if (stateLog.length > 50) stateLog.shift();
       renderConnState();
     },
     isUnauthorized: async () => {
@@ -399,6 +402,7 @@ window.fleethub = {
   get connectionState() {
     return connState.state;
   },
+  connectionStates: () => stateLog.slice(),
   get subscribedBbox() {
     return lastSentBbox ? lastSentBbox.split(',').map(Number) : null;
   },

@@ -35,6 +35,7 @@ export class DriverList {
     this.filtered = [];
     this.followed = null;
     this.renderQueued = false;
+    this.rows = new Map(); // driver id -> <li> currently in the DOM
 
     els.search.addEventListener('input', () => this.refresh());
     els.status.addEventListener('change', () => this.refresh());
@@ -169,61 +170,76 @@ export class DriverList {
     }
   }
 
+  /**
+   * Draws the rows in sight. Rows are keyed by driver and updated in place:
+   * a row recreated every second would swallow a click that straddles the
+   * redraw and lose keyboard focus.
+   */
   render() {
     const s = this.els.scroller;
     const first = Math.max(0, Math.floor(s.scrollTop / ROW_HEIGHT) - OVERSCAN);
     const last = Math.min(this.filtered.length, Math.ceil((s.scrollTop + s.clientHeight) / ROW_HEIGHT) + OVERSCAN);
-    const focusedId = document.activeElement?.closest?.('#driver-list li')?.dataset.id;
     const now = Date.now();
-    const rows = [];
-    for (let i = first; i < last; i++) rows.push(this.row(this.filtered[i], i, now));
-    this.els.list.replaceChildren(...rows);
-    // Keep keyboard focus on the same driver across the periodic redraw.
-    if (focusedId) this.els.list.querySelector(`li[data-id="${CSS.escape(focusedId)}"] button[data-action="pick"]`)?.focus();
+    const wanted = new Set();
+    for (let i = first; i < last; i++) {
+      const rec = this.filtered[i];
+      wanted.add(rec.id);
+      let li = this.rows.get(rec.id);
+      if (!li) {
+        li = this.createRow(rec.id);
+        this.rows.set(rec.id, li);
+        this.els.list.append(li);
+      }
+      this.updateRow(li, rec, i, now);
+    }
+    for (const [id, li] of this.rows) {
+      if (!wanted.has(id)) {
+        li.remove();
+        this.rows.delete(id);
+      }
+    }
   }
 
-  row(rec, i, now) {
+  createRow(id) {
     const li = document.createElement('li');
-    li.dataset.id = rec.id;
-    li.dataset.pos = String(i);
-    li.setAttribute('aria-setsize', String(this.filtered.length));
-    li.setAttribute('aria-posinset', String(i + 1));
-    li.style.transform = `translateY(${i * ROW_HEIGHT}px)`;
-    const status = statusOf(rec);
-    if (rec.id === this.followed) li.classList.add('followed');
-
-    const pick = document.createElement('button');
-    pick.type = 'button';
-    pick.className = 'row-main';
-    pick.dataset.action = 'pick';
-    pick.setAttribute('aria-pressed', rec.id === this.followed ? 'true' : 'false');
-    const dot = document.createElement('span');
-    dot.className = `status-dot ${status}`;
-    dot.setAttribute('aria-hidden', 'true');
-    const name = document.createElement('span');
-    name.className = 'row-id';
-    name.textContent = rec.id;
-    const st = document.createElement('span');
-    st.className = 'row-status';
-    st.textContent = t(`status.${status}`);
-    const speed = document.createElement('span');
-    speed.className = 'row-speed';
-    speed.textContent = rec.speed != null && status !== 'offline' ? t('drivers.speed', { v: fmtNumber(rec.speed * 3.6) }) : t('drivers.noSpeed');
-    const seen = document.createElement('span');
-    seen.className = 'row-seen';
-    seen.textContent = relativeTime(rec.lastSeen ?? rec.ts, now);
-    pick.append(dot, name, st, speed, seen);
-
-    const trail = document.createElement('button');
-    trail.type = 'button';
-    trail.className = 'row-trail';
-    trail.dataset.action = 'trail';
-    const label = t('drivers.trailFor', { id: rec.id });
-    trail.setAttribute('aria-label', label);
-    trail.title = label;
-    trail.innerHTML =
-      '<svg viewBox="0 0 24 24" width="18" height="18" aria-hidden="true"><path d="M4 18c3-6 5 0 8-6s5-2 8-8" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"/><circle cx="4" cy="18" r="2" fill="currentColor"/></svg>';
-    li.append(pick, trail);
+    li.dataset.id = id;
+    li.innerHTML = `<button type="button" class="row-main" data-action="pick" aria-pressed="false">
+        <span class="status-dot" aria-hidden="true"></span><span class="row-id"></span>
+        <span class="row-status"></span><span class="row-speed"></span><span class="row-seen"></span>
+      </button>
+      <button type="button" class="row-trail" data-action="trail"><svg viewBox="0 0 24 24" width="18" height="18" aria-hidden="true"><path d="M4 18c3-6 5 0 8-6s5-2 8-8" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"/><circle cx="4" cy="18" r="2" fill="currentColor"/></svg></button>`;
+    li.querySelector('.row-id').textContent = id;
     return li;
+  }
+
+  updateRow(li, rec, i, now) {
+    // Writes only what changed: most rows are identical from one second to the next.
+    const set = (el, prop, value) => {
+      if (el[prop] !== value) el[prop] = value;
+    };
+    const attr = (el, name, value) => {
+      if (el.getAttribute(name) !== value) el.setAttribute(name, value);
+    };
+    const status = statusOf(rec);
+    const followed = rec.id === this.followed;
+    attr(li, 'data-pos', String(i));
+    attr(li, 'aria-setsize', String(this.filtered.length));
+    attr(li, 'aria-posinset', String(i + 1));
+    set(li.style, 'transform', `translateY(${i * ROW_HEIGHT}px)`);
+    li.classList.toggle('followed', followed);
+    const [pick, trail] = li.children;
+    attr(pick, 'aria-pressed', String(followed));
+    const [dot, , st, speed, seen] = pick.children;
+    set(dot, 'className', `status-dot ${status}`);
+    set(st, 'textContent', t(`status.${status}`));
+    set(
+      speed,
+      'textContent',
+      rec.speed != null && status !== 'offline' ? t('drivers.speed', { v: fmtNumber(rec.speed * 3.6) }) : t('drivers.noSpeed'),
+    );
+    set(seen, 'textContent', relativeTime(rec.lastSeen ?? rec.ts, now));
+    const label = t('drivers.trailFor', { id: rec.id });
+    attr(trail, 'aria-label', label);
+    attr(trail, 'title', label);
   }
 }
