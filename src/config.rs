@@ -73,6 +73,7 @@ pub struct WsSettings {
     pub hard_frame_limit_bytes: usize,
     pub heartbeat_secs: u64,
     pub client_timeout_secs: u64,
+    pub send_buffer_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,8 +117,7 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, SettingsError> {
         let env: std::collections::HashMap<String, String> = env.into_iter().collect();
-        let mut builder =
-            Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
         if let Some(path) = file {
             builder = builder.add_source(File::with_name(path).required(true));
         }
@@ -147,8 +147,7 @@ impl Settings {
             ));
         }
         let url = self.database.url.expose_secret();
-        if !url.is_empty() && !url.starts_with("postgres://") && !url.starts_with("postgresql://")
-        {
+        if !url.is_empty() && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
             return Err(invalid(
                 "database.url",
                 "must be a postgres:// URL, or empty for the embedded SQLite file",
@@ -161,15 +160,27 @@ impl Settings {
             ("driver.abuse_per_sec", self.driver.abuse_per_sec.into()),
             ("driver.abuse_burst", self.driver.abuse_burst.into()),
             ("driver.max_batch_items", self.driver.max_batch_items as u64),
-            ("dashboard.max_subscriptions", self.dashboard.max_subscriptions as u64),
-            ("dashboard.max_items_per_frame", self.dashboard.max_items_per_frame as u64),
-            ("dashboard.stuck_after_secs", self.dashboard.stuck_after_secs),
+            (
+                "dashboard.max_subscriptions",
+                self.dashboard.max_subscriptions as u64,
+            ),
+            (
+                "dashboard.max_items_per_frame",
+                self.dashboard.max_items_per_frame as u64,
+            ),
+            (
+                "dashboard.stuck_after_secs",
+                self.dashboard.stuck_after_secs,
+            ),
             ("ws.max_frame_bytes", self.ws.max_frame_bytes as u64),
             ("ws.heartbeat_secs", self.ws.heartbeat_secs),
             ("trails.queue_capacity", self.trails.queue_capacity as u64),
             ("trails.flush_max_rows", self.trails.flush_max_rows as u64),
             ("trails.retention_days", self.trails.retention_days.into()),
-            ("database.max_connections", self.database.max_connections.into()),
+            (
+                "database.max_connections",
+                self.database.max_connections.into(),
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -248,9 +259,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("interval_ms"), "{err}");
-        let err = load(&[("FLEETHUB_JWT_SECRET", "short")]).unwrap_err().to_string();
+        let err = load(&[("FLEETHUB_JWT_SECRET", "short")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("jwt_secret"), "{err}");
-        let err = load(&[("FLEETHUB_LISTEN", "nowhere")]).unwrap_err().to_string();
+        let err = load(&[("FLEETHUB_LISTEN", "nowhere")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listen"), "{err}");
     }
 }

@@ -99,7 +99,11 @@ pub struct FixError {
 
 impl WireFix {
     /// Validates the fix: shape, ranges, then the time window.
-    pub fn validate(&self, window: &TimeWindow, now: Timestamp) -> Result<(Seq, Position), FixError> {
+    pub fn validate(
+        &self,
+        window: &TimeWindow,
+        now: Timestamp,
+    ) -> Result<(Seq, Position), FixError> {
         let fail = |message: String| FixError {
             seq: self.seq,
             message,
@@ -122,6 +126,9 @@ impl WireFix {
 pub struct DriverFrame<'a> {
     #[serde(rename = "type", borrow)]
     pub kind: Option<Cow<'a, str>>,
+    /// Optional; when present it must be the token's own driver id.
+    #[serde(borrow)]
+    pub driver: Option<Cow<'a, str>>,
     pub seq: Option<Seq>,
     pub ts: Option<i64>,
     pub lat: Option<f64>,
@@ -189,6 +196,9 @@ pub struct DriverView<'a> {
     pub heading: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<&'a str>,
+    /// Hub clock when the driver was last heard from (REST listing only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Timestamp>,
 }
 
 #[derive(Debug, Serialize)]
@@ -254,7 +264,9 @@ mod tests {
             lon: Some(0.0),
             ..Default::default()
         };
-        let err = fix.validate(&window, Timestamp::from_millis(1_000)).unwrap_err();
+        let err = fix
+            .validate(&window, Timestamp::from_millis(1_000))
+            .unwrap_err();
         assert_eq!(err.seq, Some(7));
     }
 

@@ -186,7 +186,10 @@ mod tests {
         };
         let now = Timestamp::from_millis(10_000_000);
         assert!(w.check(now, now).is_ok());
-        assert!(w.check(Timestamp::from_millis(10_000_000 + 300_000), now).is_ok());
+        assert!(
+            w.check(Timestamp::from_millis(10_000_000 + 300_000), now)
+                .is_ok()
+        );
         assert_eq!(
             w.check(Timestamp::from_millis(10_000_000 + 300_001), now),
             Err(PositionError::FromFuture(300))

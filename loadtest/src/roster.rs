@@ -1,0 +1,137 @@
+//! The simulated drivers as the rest of the run sees them: their ids, when
+//! each recent position left the app (for end-to-end latency), the last
+//! position each one produced (for the final-state check) and how many are
+//! still waiting for an ack.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+
+use crate::stats::lock;
+
+/// Recent sends remembered per driver. A dashboard receives a position
+/// milliseconds after it is sent, so a few seconds of history is plenty.
+const SEND_SLOTS: usize = 16;
+
+/// The last fix a driver produced.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LastFix {
+    pub ts: i64,
+    pub lat: f64,
+    pub lon: f64,
+}
+
+struct Slot {
+    ts: AtomicI64,
+    sent_ns: AtomicU64,
+}
+
+pub struct Roster {
+    ids: Vec<String>,
+    index: HashMap<String, u32>,
+    sends: Vec<Slot>,
+    last: Vec<Mutex<Option<LastFix>>>,
+    unacked: Vec<AtomicUsize>,
+    connected: Vec<AtomicBool>,
+}
+
+impl Roster {
+    pub fn new(ids: Vec<String>) -> Self {
+        let n = ids.len();
+        let index = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i as u32))
+            .collect();
+        Self {
+            ids,
+            index,
+            sends: (0..n * SEND_SLOTS)
+                .map(|_| Slot {
+                    ts: AtomicI64::new(i64::MIN),
+                    sent_ns: AtomicU64::new(0),
+                })
+                .collect(),
+            last: (0..n).map(|_| Mutex::new(None)).collect(),
+            unacked: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            connected: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn id(&self, i: usize) -> &str {
+        &self.ids[i]
+    }
+
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.index.get(id).map(|&i| i as usize)
+    }
+
+    /// Notes that driver `i` first sent the fix stamped `ts` at `sent_ns`.
+    pub fn record_send(&self, i: usize, seq: u64, ts: i64, sent_ns: u64) {
+        let slot = &self.sends[i * SEND_SLOTS + (seq as usize % SEND_SLOTS)];
+        // Time first, then the key with Release: a reader that sees the key sees the time.
+        slot.sent_ns.store(sent_ns, Ordering::Relaxed);
+        slot.ts.store(ts, Ordering::Release);
+    }
+
+    /// When driver `i`'s fix `ts` was sent, if still remembered.
+    pub fn sent_at(&self, i: usize, ts: i64) -> Option<u64> {
+        let slots = self.sends.get(i * SEND_SLOTS..(i + 1) * SEND_SLOTS)?;
+        slots
+            .iter()
+            .find(|s| s.ts.load(Ordering::Acquire) == ts)
+            .map(|s| s.sent_ns.load(Ordering::Relaxed))
+    }
+
+    pub fn set_last(&self, i: usize, fix: LastFix) {
+        *lock(&self.last[i]) = Some(fix);
+    }
+
+    pub fn last(&self, i: usize) -> Option<LastFix> {
+        *lock(&self.last[i])
+    }
+
+    pub fn set_unacked(&self, i: usize, n: usize) {
+        self.unacked[i].store(n, Ordering::Relaxed);
+    }
+
+    pub fn total_unacked(&self) -> usize {
+        self.unacked.iter().map(|u| u.load(Ordering::Relaxed)).sum()
+    }
+
+    pub fn set_connected(&self, i: usize, up: bool) {
+        self.connected[i].store(up, Ordering::Relaxed);
+    }
+
+    pub fn connected(&self) -> usize {
+        self.connected
+            .iter()
+            .filter(|c| c.load(Ordering::Relaxed))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_times_are_found_by_ts() {
+        let r = Roster::new(vec!["a".into(), "b".into()]);
+        r.record_send(1, 3, 1_000, 42);
+        assert_eq!(r.sent_at(1, 1_000), Some(42));
+        assert_eq!(r.sent_at(0, 1_000), None);
+        assert_eq!(r.index_of("b"), Some(1));
+        // Sixteen sends later the slot is reused.
+        r.record_send(1, 3 + SEND_SLOTS as u64, 2_000, 43);
+        assert_eq!(r.sent_at(1, 1_000), None);
+    }
+}

@@ -1,0 +1,460 @@
+//! One connected driver: an actor that owns its session state (identity,
+//! rate-limit bucket, ack progress, online status) and runs one loop over its
+//! inbound frames, its mailbox, pending commits and its timers.
+
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::mpsc;
+use tokio::time::{Sleep, sleep};
+
+use crate::ack_tracker::AckTracker;
+use crate::api_error::ApiError;
+use crate::auth::{AuthError, DriverIdentity, Role};
+use crate::domain::{Seq, Timestamp, TrailPoint};
+use crate::hub::{ConnId, DriverCommand, DriverHandle, PublishOutcome};
+use crate::metrics as m;
+use crate::outbox::Status;
+use crate::protocol::{DriverFrame, DriverOut, ErrorCode, WireFix, close, to_json};
+use crate::startup::AppState;
+use crate::trail_store::StoreError;
+
+/// Commands waiting for a driver actor. Only "replaced" is ever sent, so this is plenty.
+const MAILBOX: usize = 4;
+/// A driver that accepts no outbound frame for this long is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `welcome` waits for the store's last seq before using the hub's memory.
+const LAST_SEQ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /ws/driver`: checks the token before the upgrade, then starts the actor.
+pub async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let identity = state
+        .auth
+        .authorize(&req, &[Role::Driver])
+        .map_err(ApiError::from)?;
+    let me = identity
+        .as_driver()
+        .ok_or_else(|| ApiError::from(AuthError::Invalid))?;
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let hard_limit = state.settings.ws.hard_frame_limit_bytes;
+    let stream = stream
+        .max_frame_size(hard_limit)
+        .aggregate_continuations()
+        .max_continuation_size(hard_limit);
+    actix_web::rt::spawn(run(state, me, session, stream));
+    Ok(response)
+}
+
+type PendingCommit = Pin<Box<dyn Future<Output = CommitDone> + Send>>;
+
+struct CommitDone {
+    seqs: Vec<Seq>,
+    received: Instant,
+    result: Result<(), StoreError>,
+}
+
+/// Why the loop ended: a close to send, or a peer already gone.
+enum Exit {
+    Close(u16, &'static str),
+    Gone,
+}
+
+struct DriverActor {
+    state: web::Data<AppState>,
+    me: DriverIdentity,
+    conn: ConnId,
+    session: Session,
+    limiter: DefaultDirectRateLimiter,
+    abuse: DefaultDirectRateLimiter,
+    acks: AckTracker,
+    pending: FuturesUnordered<PendingCommit>,
+    last_heard: Instant,
+    online: bool,
+}
+
+fn quota(per_sec: u32, burst: u32) -> Quota {
+    let per_sec = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    Quota::per_second(per_sec).allow_burst(burst)
+}
+
+async fn run(
+    state: web::Data<AppState>,
+    me: DriverIdentity,
+    session: Session,
+    stream: AggregatedMessageStream,
+) {
+    let (mailbox_tx, mailbox) = mpsc::channel(MAILBOX);
+    let conn = state.hub.next_id();
+    let settings = &state.settings.driver;
+    let mut actor = DriverActor {
+        limiter: RateLimiter::direct(quota(settings.rate_per_sec, settings.rate_burst)),
+        abuse: RateLimiter::direct(quota(settings.abuse_per_sec, settings.abuse_burst)),
+        state: state.clone(),
+        me,
+        conn,
+        session,
+        acks: AckTracker::default(),
+        pending: FuturesUnordered::new(),
+        last_heard: Instant::now(),
+        online: true,
+    };
+    state.hub.register_driver(
+        &actor.me.driver,
+        DriverHandle {
+            conn,
+            mailbox: mailbox_tx,
+        },
+    );
+    m::connection_opened("driver");
+    tracing::debug!(driver = %actor.me.driver, conn, "driver connected");
+    let exit = actor.serve(stream, mailbox).await;
+    actor.finish(exit).await;
+}
+
+impl DriverActor {
+    async fn serve(
+        &mut self,
+        mut stream: AggregatedMessageStream,
+        mut mailbox: mpsc::Receiver<DriverCommand>,
+    ) -> Exit {
+        let hub = &self.state.hub;
+        hub.set_status(&self.me.driver, &self.me.fleet, Status::Online);
+        let last_seq = self.last_stored_seq().await;
+        let welcome = DriverOut::Welcome {
+            driver: self.me.driver.as_str(),
+            fleet: self.me.fleet.as_str(),
+            last_seq,
+        };
+        if self.send(&to_json(&welcome)).await.is_err() {
+            return Exit::Gone;
+        }
+        let ws = &self.state.settings.ws;
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(ws.heartbeat_secs));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let client_timeout = Duration::from_secs(ws.client_timeout_secs);
+        let offline_after = Duration::from_secs(self.state.settings.driver.offline_after_secs);
+        let mut silence = Box::pin(sleep(offline_after));
+        let expiry = sleep(until_expiry(self.me.expires_at));
+        tokio::pin!(expiry);
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Exit::Close(close::GOING_AWAY, "server shutting down"),
+                Some(DriverCommand::Replaced) = mailbox.recv() => return Exit::Close(close::REPLACED, "replaced"),
+                _ = &mut expiry => return Exit::Close(close::POLICY, "token expired"),
+                Some(done) = self.pending.next() => {
+                    if let Err(exit) = self.on_commit(done).await { return exit; }
+                }
+                message = stream.recv() => {
+                    let Some(Ok(message)) = message else { return Exit::Gone };
+                    self.last_heard = Instant::now();
+                    match self.on_message(message, &mut silence, offline_after).await {
+                        Ok(()) => {}
+                        Err(exit) => return exit,
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if self.last_heard.elapsed() > client_timeout {
+                        return Exit::Close(close::TIMEOUT, "no pong");
+                    }
+                    if self.session.ping(b"").await.is_err() { return Exit::Gone; }
+                }
+                _ = &mut silence, if self.online => {
+                    self.online = false;
+                    self.state.hub.set_status(&self.me.driver, &self.me.fleet, Status::Offline);
+                }
+            }
+        }
+    }
+
+    async fn last_stored_seq(&self) -> Seq {
+        let remembered = self.state.hub.committed_seq(&self.me.driver);
+        match tokio::time::timeout(LAST_SEQ_TIMEOUT, self.state.store.last_seq(&self.me.driver))
+            .await
+        {
+            Ok(Ok(stored)) => stored.max(remembered),
+            Ok(Err(e)) => {
+                tracing::warn!(driver = %self.me.driver, error = %e, "last seq unavailable, using the hub's memory");
+                remembered
+            }
+            Err(_) => remembered,
+        }
+    }
+
+    async fn on_message(
+        &mut self,
+        message: AggregatedMessage,
+        silence: &mut Pin<Box<Sleep>>,
+        offline_after: Duration,
+    ) -> Result<(), Exit> {
+        match message {
+            AggregatedMessage::Text(text) => {
+                let accepted = self.on_text(&text).await?;
+                if accepted {
+                    silence
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + offline_after);
+                    if !self.online {
+                        self.online = true;
+                    }
+                }
+                self.send_ack().await
+            }
+            AggregatedMessage::Binary(_) => {
+                self.reject(ErrorCode::BadJson, "frames must be JSON text", None)
+                    .await
+            }
+            AggregatedMessage::Ping(bytes) => {
+                self.session.pong(&bytes).await.map_err(|_| Exit::Gone)
+            }
+            AggregatedMessage::Pong(_) => Ok(()),
+            AggregatedMessage::Close(_) => Err(Exit::Gone),
+        }
+    }
+
+    /// Handles one text frame. Returns whether it carried an accepted position.
+    async fn on_text(&mut self, text: &str) -> Result<bool, Exit> {
+        if text.len() > self.state.settings.ws.max_frame_bytes {
+            let message = format!(
+                "frames are limited to {} bytes",
+                self.state.settings.ws.max_frame_bytes
+            );
+            self.reject(ErrorCode::FrameTooLarge, &message, None)
+                .await?;
+            return Ok(false);
+        }
+        let frame: DriverFrame = match serde_json::from_str(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                self.reject(ErrorCode::BadJson, &e.to_string(), None)
+                    .await?;
+                return Ok(false);
+            }
+        };
+        if frame
+            .driver
+            .as_deref()
+            .is_some_and(|d| d != self.me.driver.as_str())
+        {
+            let message = "a driver may only publish as itself";
+            self.reject(ErrorCode::Forbidden, message, frame.seq)
+                .await?;
+            return Ok(false);
+        }
+        match frame.kind.as_deref() {
+            Some("pos") => self.accept(vec![frame.fix()]).await,
+            Some("batch") => self.on_batch(frame.items.unwrap_or_default()).await,
+            Some(other) => {
+                let message = format!("unknown message type `{other}` (pos or batch)");
+                self.reject(ErrorCode::UnknownType, &message, None).await?;
+                Ok(false)
+            }
+            None => {
+                self.reject(ErrorCode::UnknownType, "a `type` field is required", None)
+                    .await?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn on_batch(&mut self, items: Vec<WireFix>) -> Result<bool, Exit> {
+        let max = self.state.settings.driver.max_batch_items;
+        if items.len() > max {
+            let top = highest_seq(&items);
+            self.settle(&items);
+            let message = format!("a batch holds at most {max} items, got {}", items.len());
+            m::rejected(ErrorCode::BatchTooLarge.as_str(), items.len() as u64);
+            self.reject(ErrorCode::BatchTooLarge, &message, top).await?;
+            return Ok(false);
+        }
+        self.accept(items).await
+    }
+
+    /// Validates, shows live, and queues for the trail. Refusals are answered
+    /// with error frames; the connection carries on.
+    async fn accept(&mut self, fixes: Vec<WireFix>) -> Result<bool, Exit> {
+        let received = Instant::now();
+        let count = fixes.len() as u64;
+        m::received(count);
+        if !self.within_rate(fixes.len()) {
+            self.settle(&fixes);
+            m::rejected(ErrorCode::RateLimited.as_str(), count);
+            let message = "too many positions: slow down and resend";
+            return self
+                .reject(ErrorCode::RateLimited, message, highest_seq(&fixes))
+                .await
+                .map(|()| false);
+        }
+        let window = self.state.settings.time_window();
+        let now = Timestamp::now();
+        let mut points = Vec::with_capacity(fixes.len());
+        for fix in &fixes {
+            match fix.validate(&window, now) {
+                Ok((seq, position)) => {
+                    let hub = &self.state.hub;
+                    if let PublishOutcome::Late =
+                        hub.publish(&self.me.driver, &self.me.fleet, &position)
+                    {
+                        m::late();
+                    }
+                    points.push(TrailPoint {
+                        driver: self.me.driver.clone(),
+                        fleet: self.me.fleet.clone(),
+                        seq,
+                        position,
+                    });
+                }
+                Err(e) => {
+                    if let Some(seq) = e.seq {
+                        self.acks.settled(seq);
+                    }
+                    m::rejected(ErrorCode::InvalidPosition.as_str(), 1);
+                    self.reject(ErrorCode::InvalidPosition, &e.message, e.seq)
+                        .await?;
+                }
+            }
+        }
+        let accepted = !points.is_empty();
+        if accepted {
+            self.store(points, received).await?;
+        }
+        Ok(accepted)
+    }
+
+    fn within_rate(&self, n: usize) -> bool {
+        let Some(n) = u32::try_from(n).ok().and_then(NonZeroU32::new) else {
+            return true;
+        };
+        matches!(self.limiter.check_n(n), Ok(Ok(())))
+    }
+
+    async fn store(&mut self, points: Vec<TrailPoint>, received: Instant) -> Result<(), Exit> {
+        let seqs: Vec<Seq> = points.iter().map(|p| p.seq).collect();
+        match self.state.writer.try_submit(points) {
+            Ok(committed) => {
+                self.acks.begin(&seqs);
+                self.pending.push(Box::pin(async move {
+                    let result = committed
+                        .await
+                        .unwrap_or_else(|_| Err(StoreError::Unavailable("writer stopped".into())));
+                    CommitDone {
+                        seqs,
+                        received,
+                        result,
+                    }
+                }));
+                Ok(())
+            }
+            Err(_full) => {
+                for &seq in &seqs {
+                    self.acks.settled(seq);
+                }
+                m::rejected(ErrorCode::StorageUnavailable.as_str(), seqs.len() as u64);
+                let top = seqs.iter().copied().max();
+                let message = "storage is busy or down: not stored, resend later";
+                self.reject(ErrorCode::StorageUnavailable, message, top)
+                    .await
+            }
+        }
+    }
+
+    async fn on_commit(&mut self, done: CommitDone) -> Result<(), Exit> {
+        self.acks.finish(&done.seqs);
+        match done.result {
+            Ok(()) => {
+                if let Some(top) = done.seqs.iter().copied().max() {
+                    self.state
+                        .hub
+                        .note_committed(&self.me.driver, &self.me.fleet, top);
+                }
+                m::ack_latency(done.received.elapsed().as_secs_f64());
+            }
+            Err(e) => {
+                let top = done.seqs.iter().copied().max();
+                m::rejected(
+                    ErrorCode::StorageUnavailable.as_str(),
+                    done.seqs.len() as u64,
+                );
+                let message = format!("not stored ({e}): resend later");
+                self.reject(ErrorCode::StorageUnavailable, &message, top)
+                    .await?;
+            }
+        }
+        self.send_ack().await
+    }
+
+    fn settle(&mut self, fixes: &[WireFix]) {
+        for seq in fixes.iter().filter_map(|f| f.seq) {
+            self.acks.settled(seq);
+        }
+    }
+
+    async fn send_ack(&mut self) -> Result<(), Exit> {
+        match self.acks.next_ack() {
+            Some(seq) => self.send(&to_json(&DriverOut::Ack { seq })).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends an error frame; sustained abuse ends the connection with 1008.
+    async fn reject(
+        &mut self,
+        code: ErrorCode,
+        message: &str,
+        seq: Option<Seq>,
+    ) -> Result<(), Exit> {
+        self.send(&to_json(&DriverOut::Error { code, message, seq }))
+            .await?;
+        if self.abuse.check().is_err() {
+            tracing::info!(driver = %self.me.driver, "closing an abusive driver connection");
+            return Err(Exit::Close(close::POLICY, "too many bad messages"));
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, text: &str) -> Result<(), Exit> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.session.text(text.to_owned())).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_closed)) => Err(Exit::Gone),
+            Err(_elapsed) => Err(Exit::Gone),
+        }
+    }
+
+    async fn finish(self, exit: Exit) {
+        let hub = &self.state.hub;
+        if hub.unregister_driver(&self.me.driver, self.conn) {
+            hub.set_status(&self.me.driver, &self.me.fleet, Status::Offline);
+        }
+        m::connection_closed("driver");
+        tracing::debug!(driver = %self.me.driver, conn = self.conn, "driver disconnected");
+        if let Exit::Close(code, reason) = exit {
+            let reason = CloseReason {
+                code: CloseCode::from(code),
+                description: Some(reason.to_owned()),
+            };
+            let _ = tokio::time::timeout(SEND_TIMEOUT, self.session.close(Some(reason))).await;
+        }
+    }
+}
+
+fn highest_seq(fixes: &[WireFix]) -> Option<Seq> {
+    fixes.iter().filter_map(|f| f.seq).max()
+}
+
+fn until_expiry(expires_at: Timestamp) -> Duration {
+    let left = expires_at.as_millis() - Timestamp::now().as_millis();
+    Duration::from_millis(left.max(0) as u64)
+}

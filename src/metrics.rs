@@ -1,0 +1,91 @@
+//! Prometheus metrics. One place names them all, so `/metrics` and
+//! `docs/PROTOCOL.md` stay in step; call sites use the small helpers below.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const CONNECTIONS: &str = "fleethub_connections";
+pub const POSITIONS_RECEIVED: &str = "fleethub_positions_received_total";
+pub const POSITIONS_REJECTED: &str = "fleethub_positions_rejected_total";
+pub const POSITIONS_LATE: &str = "fleethub_positions_late_total";
+pub const FANNED_OUT: &str = "fleethub_positions_fanned_out_total";
+pub const DELIVERIES: &str = "fleethub_deliveries_total";
+pub const COALESCED: &str = "fleethub_coalesced_drops_total";
+pub const SLOW_CLOSED: &str = "fleethub_dashboards_closed_slow_total";
+pub const QUEUED_BYTES: &str = "fleethub_dashboard_queued_bytes";
+pub const FANOUT_SECONDS: &str = "fleethub_fanout_latency_seconds";
+pub const ACK_SECONDS: &str = "fleethub_ack_latency_seconds";
+
+/// Latency buckets from 50 µs to 10 s.
+const BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once (tests start many hubs in one process).
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            match builder.install_recorder() {
+                Ok(handle) => handle,
+                // Another recorder is already installed: render an empty page.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+pub fn connection_opened(kind: &'static str) {
+    gauge!(CONNECTIONS, "kind" => kind).increment(1.0);
+}
+
+pub fn connection_closed(kind: &'static str) {
+    gauge!(CONNECTIONS, "kind" => kind).decrement(1.0);
+}
+
+pub fn received(n: u64) {
+    counter!(POSITIONS_RECEIVED).increment(n);
+}
+
+pub fn rejected(code: &'static str, n: u64) {
+    counter!(POSITIONS_REJECTED, "code" => code).increment(n);
+}
+
+pub fn late() {
+    counter!(POSITIONS_LATE).increment(1);
+}
+
+pub fn fanned_out() {
+    counter!(FANNED_OUT).increment(1);
+}
+
+pub fn coalesced_drop() {
+    counter!(COALESCED).increment(1);
+}
+
+pub fn delivered(n: u64) {
+    counter!(DELIVERIES).increment(n);
+}
+
+pub fn slow_dashboard_closed() {
+    counter!(SLOW_CLOSED).increment(1);
+}
+
+pub fn queued_bytes(bytes: usize) {
+    gauge!(QUEUED_BYTES).set(bytes as f64);
+}
+
+pub fn fanout_latency(seconds: f64) {
+    histogram!(FANOUT_SECONDS).record(seconds);
+}
+
+pub fn ack_latency(seconds: f64) {
+    histogram!(ACK_SECONDS).record(seconds);
+}

@@ -1,0 +1,340 @@
+//! A dashboard's outbound queue. Positions are coalesced per driver (newest
+//! fix time wins), so however slow the dashboard, the queue holds at most one
+//! entry per driver it watches: memory is bounded by the fleet, not by time.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+use tokio::sync::Notify;
+
+use crate::domain::{DriverId, FleetId, Timestamp};
+
+/// Control frames (snapshots, errors, pongs) waiting to be written. A dashboard
+/// that piles up more than this without reading is closed.
+pub const MAX_CONTROL_FRAMES: usize = 64;
+/// Upper bound on coalesced drivers per dashboard, beyond any real fleet on one node.
+pub const MAX_PENDING_DRIVERS: usize = 200_000;
+
+/// One position ready for dashboards, serialised once and shared by all of them.
+#[derive(Debug)]
+pub struct LiveUpdate {
+    pub driver: DriverId,
+    pub fleet: FleetId,
+    pub ts: Timestamp,
+    pub lat: f64,
+    pub lon: f64,
+    /// The `P` object of the protocol.
+    pub json: Box<RawValue>,
+    /// When the hub received the position, for the fan-out latency histogram.
+    pub received: std::time::Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Online,
+    Offline,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Offline => "offline",
+        }
+    }
+}
+
+/// A control frame for the writer: text to send, or the close to end with.
+#[derive(Debug)]
+pub enum Control {
+    Text(String),
+    Pong(Vec<u8>),
+    Ping,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// Replaced an older pending position of the same driver.
+    Coalesced,
+    /// Older than what is already pending: dropped, a marker never goes back.
+    Stale,
+    /// The dashboard is closing or over its bound.
+    Refused,
+}
+
+#[derive(Default)]
+struct State {
+    positions: HashMap<DriverId, Arc<LiveUpdate>>,
+    statuses: HashMap<DriverId, Status>,
+    control: VecDeque<Control>,
+    close: Option<(u16, &'static str)>,
+    bytes: usize,
+    /// Bytes taken by the writer and not yet accepted by the socket.
+    in_flight: usize,
+}
+
+/// What the writer takes in one go.
+#[derive(Default)]
+pub struct Batch {
+    pub control: Vec<Control>,
+    pub statuses: Vec<(DriverId, Status)>,
+    /// Newest first.
+    pub positions: Vec<Arc<LiveUpdate>>,
+    pub close: Option<(u16, &'static str)>,
+    /// Bytes these entries held in the queue.
+    pub bytes: usize,
+}
+
+pub struct Outbox {
+    state: Mutex<State>,
+    notify: Notify,
+    /// Hub-wide count of bytes waiting in all outboxes.
+    total_bytes: Arc<AtomicUsize>,
+}
+
+const STATUS_BYTES: usize = 64;
+
+impl Outbox {
+    pub fn new(total_bytes: Arc<AtomicUsize>) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            total_bytes,
+        }
+    }
+
+    fn grow(&self, state: &mut State, bytes: usize) {
+        state.bytes += bytes;
+        self.total_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn shrink(&self, state: &mut State, bytes: usize) {
+        state.bytes -= bytes;
+        self.total_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    pub fn push_position(&self, update: &Arc<LiveUpdate>) -> Pushed {
+        let mut state = self.state.lock();
+        if state.close.is_some() {
+            return Pushed::Refused;
+        }
+        let size = update.json.get().len();
+        let outcome = match state.positions.get(&update.driver) {
+            Some(old) if old.ts >= update.ts => return Pushed::Stale,
+            Some(old) => {
+                let old_size = old.json.get().len();
+                self.shrink(&mut state, old_size);
+                Pushed::Coalesced
+            }
+            None if state.positions.len() >= MAX_PENDING_DRIVERS => return Pushed::Refused,
+            None => Pushed::Queued,
+        };
+        state
+            .positions
+            .insert(update.driver.clone(), Arc::clone(update));
+        self.grow(&mut state, size);
+        drop(state);
+        self.notify.notify_one();
+        outcome
+    }
+
+    pub fn push_status(&self, driver: &DriverId, status: Status) {
+        let mut state = self.state.lock();
+        if state.close.is_some() {
+            return;
+        }
+        if state.statuses.insert(driver.clone(), status).is_none() {
+            self.grow(&mut state, STATUS_BYTES);
+        }
+        drop(state);
+        self.notify.notify_one();
+    }
+
+    /// Queues a control frame; `false` when the dashboard already has too many pending.
+    pub fn push_control(&self, control: Control) -> bool {
+        let mut state = self.state.lock();
+        if state.control.len() >= MAX_CONTROL_FRAMES {
+            return false;
+        }
+        let size = control_size(&control);
+        state.control.push_back(control);
+        self.grow(&mut state, size);
+        drop(state);
+        self.notify.notify_one();
+        true
+    }
+
+    /// Asks the writer to close the socket; later pushes are refused.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        let mut state = self.state.lock();
+        if state.close.is_none() {
+            state.close = Some((code, reason));
+        }
+        drop(state);
+        self.notify.notify_one();
+    }
+
+    /// Waits until something is queued (returns at once if something already is).
+    pub async fn ready(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Takes everything queued, up to `max_positions` positions (the newest ones).
+    pub fn take(&self, max_positions: usize) -> Batch {
+        let mut state = self.state.lock();
+        let mut batch = Batch {
+            control: state.control.drain(..).collect(),
+            statuses: state.statuses.drain().collect(),
+            close: state.close,
+            ..Batch::default()
+        };
+        let mut positions: Vec<Arc<LiveUpdate>> = if state.positions.len() <= max_positions {
+            state.positions.drain().map(|(_, u)| u).collect()
+        } else {
+            take_newest(&mut state.positions, max_positions)
+        };
+        positions.sort_unstable_by_key(|u| std::cmp::Reverse(u.ts));
+        batch.bytes = batch.control.iter().map(control_size).sum::<usize>()
+            + batch.statuses.len() * STATUS_BYTES
+            + positions.iter().map(|u| u.json.get().len()).sum::<usize>();
+        batch.positions = positions;
+        // The bytes stay counted, as in flight, until the writer says they left.
+        state.bytes -= batch.bytes;
+        state.in_flight += batch.bytes;
+        let more = !state.positions.is_empty();
+        drop(state);
+        if more {
+            self.notify.notify_one();
+        }
+        batch
+    }
+
+    /// The writer handed a taken batch to the socket (or gave up on it).
+    pub fn release(&self, bytes: usize) {
+        let mut state = self.state.lock();
+        let bytes = bytes.min(state.in_flight);
+        state.in_flight -= bytes;
+        self.total_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes waiting in this outbox, in flight included.
+    pub fn queued_bytes(&self) -> usize {
+        let state = self.state.lock();
+        state.bytes + state.in_flight
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let state = self.state.get_mut();
+        self.total_bytes
+            .fetch_sub(state.bytes + state.in_flight, Ordering::Relaxed);
+    }
+}
+
+fn control_size(control: &Control) -> usize {
+    match control {
+        Control::Text(t) => t.len(),
+        Control::Pong(p) => p.len(),
+        Control::Ping => 0,
+    }
+}
+
+fn take_newest(
+    pending: &mut HashMap<DriverId, Arc<LiveUpdate>>,
+    max: usize,
+) -> Vec<Arc<LiveUpdate>> {
+    let mut all: Vec<Arc<LiveUpdate>> = pending.values().cloned().collect();
+    all.sort_unstable_by_key(|u| std::cmp::Reverse(u.ts));
+    all.truncate(max);
+    for u in &all {
+        pending.remove(&u.driver);
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(driver: &str, ts: i64) -> Arc<LiveUpdate> {
+        let json =
+            serde_json::value::to_raw_value(&serde_json::json!({"driver": driver, "ts": ts}))
+                .unwrap();
+        Arc::new(LiveUpdate {
+            driver: DriverId::parse(driver).unwrap(),
+            fleet: FleetId::parse("f").unwrap(),
+            ts: Timestamp::from_millis(ts),
+            lat: 0.0,
+            lon: 0.0,
+            json,
+            received: std::time::Instant::now(),
+        })
+    }
+
+    fn outbox() -> (Outbox, Arc<AtomicUsize>) {
+        let total = Arc::new(AtomicUsize::new(0));
+        (Outbox::new(Arc::clone(&total)), total)
+    }
+
+    #[test]
+    fn the_newest_position_of_a_driver_wins() {
+        let (o, _) = outbox();
+        assert_eq!(o.push_position(&update("d1", 1)), Pushed::Queued);
+        assert_eq!(o.push_position(&update("d1", 3)), Pushed::Coalesced);
+        assert_eq!(o.push_position(&update("d1", 2)), Pushed::Stale);
+        let batch = o.take(100);
+        assert_eq!(batch.positions.len(), 1);
+        assert_eq!(batch.positions[0].ts.as_millis(), 3);
+    }
+
+    #[test]
+    fn batches_are_newest_first_and_capped() {
+        let (o, _) = outbox();
+        for i in 0..10 {
+            o.push_position(&update(&format!("d{i}"), i));
+        }
+        let first = o.take(4);
+        let ts: Vec<i64> = first.positions.iter().map(|u| u.ts.as_millis()).collect();
+        assert_eq!(ts, vec![9, 8, 7, 6]);
+        assert_eq!(o.take(100).positions.len(), 6);
+    }
+
+    #[test]
+    fn memory_is_bounded_by_drivers_not_by_updates() {
+        let (o, total) = outbox();
+        for ts in 0..10_000 {
+            o.push_position(&update(&format!("d{}", ts % 50), ts));
+        }
+        let per_driver = update("d49", 9_999).json.get().len();
+        assert!(o.queued_bytes() <= 50 * per_driver);
+        assert_eq!(total.load(Ordering::Relaxed), o.queued_bytes());
+        let batch = o.take(usize::MAX);
+        assert_eq!(o.queued_bytes(), batch.bytes, "in flight until released");
+        o.release(batch.bytes);
+        assert_eq!(total.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn control_frames_are_bounded() {
+        let (o, _) = outbox();
+        for _ in 0..MAX_CONTROL_FRAMES {
+            assert!(o.push_control(Control::Ping));
+        }
+        assert!(!o.push_control(Control::Ping));
+    }
+
+    #[test]
+    fn a_closing_outbox_refuses_more_and_releases_its_bytes_on_drop() {
+        let (o, total) = outbox();
+        o.push_position(&update("d1", 1));
+        o.close(1001, "going away");
+        assert_eq!(o.push_position(&update("d2", 1)), Pushed::Refused);
+        drop(o);
+        assert_eq!(total.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,231 @@
+//! Start-up and shutdown: the one place where the listener, the shared state,
+//! the routes and the long-running tasks are wired together.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, dev::Server, web};
+use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Authenticator, Role};
+use crate::config::Settings;
+use crate::hub::Hub;
+use crate::trail_store::{self, TrailStore};
+use crate::trail_writer::TrailWriter;
+use crate::{api, dashboard_session, driver_session, metrics, static_files};
+
+/// How long a graceful stop waits for connections and the trail flush.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What every handler and session shares.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub auth: Arc<Authenticator>,
+    pub hub: Arc<Hub>,
+    pub writer: TrailWriter,
+    pub store: Arc<dyn TrailStore>,
+    pub metrics: PrometheusHandle,
+    /// Cancelled when the hub stops: sessions close with 1001.
+    pub shutdown: CancellationToken,
+    pub dev_mode: bool,
+    /// The secret tokens are checked with (generated in dev mode); for the demo fleet.
+    pub jwt_secret: SecretString,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    writer_task: JoinHandle<()>,
+    /// Stops the trail writer; cancelled only after the server has stopped,
+    /// so nothing submitted by a closing session is refused.
+    writer_stop: CancellationToken,
+}
+
+impl Application {
+    /// Binds the listener, connects the store and starts the writer. Nothing
+    /// is served until [`Application::run_until_stopped`].
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let dev_mode = settings.dev_mode();
+        let secret = match dev_mode {
+            true => random_secret(),
+            false => settings.jwt_secret.expose_secret().to_owned(),
+        };
+        let listen = effective_listen(&settings);
+        let listener = TcpListener::bind(listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (`listen`): {e}"))?;
+        let port = listener.local_addr()?.port();
+        let store = trail_store::connect(&settings).await?;
+        let shutdown = CancellationToken::new();
+        let writer_stop = CancellationToken::new();
+        let (writer, writer_task) =
+            TrailWriter::spawn(store.clone(), &settings.trails, writer_stop.clone());
+        tokio::spawn(trail_store::run_retention(
+            store.clone(),
+            settings.trails.retention_days,
+            shutdown.clone(),
+        ));
+        let node_id = node_id(&settings);
+        let state = web::Data::new(AppState {
+            settings: Arc::new(settings),
+            auth: Arc::new(Authenticator::new(secret.as_bytes())),
+            hub: Arc::new(Hub::new(node_id)),
+            writer,
+            store,
+            metrics: metrics::install(),
+            shutdown,
+            dev_mode,
+            jwt_secret: SecretString::from(secret),
+        });
+        let server = serve(listener, state.clone())?;
+        tracing::info!(%listen, port, node = state.hub.node_id(), backend = state.store.backend(), "fleethub listening");
+        if dev_mode {
+            announce_dev_mode(&state, port);
+        }
+        Ok(Self {
+            port,
+            server,
+            state,
+            writer_task,
+            writer_stop,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared state, for tests and for the demo simulator.
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until SIGINT/SIGTERM or until the shutdown token is cancelled,
+    /// then drains: sessions close with 1001, the trail queue is flushed.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let shutdown = self.state.shutdown.clone();
+        let server = tokio::spawn(self.server);
+        tokio::select! {
+            _ = shutdown_signal() => tracing::info!("signal received, shutting down"),
+            _ = shutdown.cancelled() => tracing::info!("shutdown requested"),
+        }
+        shutdown.cancel();
+        // Sessions see the token and close with 1001; then the server stops
+        // accepting and waits for in-flight requests.
+        handle.stop(true).await;
+        let _ = server.await;
+        self.writer_stop.cancel();
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.writer_task).await {
+            Ok(_) => tracing::info!("trail queue flushed"),
+            Err(_) => tracing::error!("trail queue not flushed in time"),
+        }
+        Ok(())
+    }
+}
+
+fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<Server> {
+    let send_buffer = state.settings.ws.send_buffer_bytes;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(tracing_actix_middleware())
+            .route("/ws/driver", web::get().to(driver_session::connect))
+            .route("/ws/dashboard", web::get().to(dashboard_session::connect))
+            .configure(api::routes)
+            .configure(static_files::routes)
+    })
+    .on_connect(move |conn, _| limit_send_buffer(conn, send_buffer))
+    .listen(listener)?
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+    .run();
+    Ok(server)
+}
+
+/// Caps the kernel's send buffer so a peer that stops reading pins a bounded
+/// amount of kernel memory and is detected as stuck in seconds, not megabytes.
+fn limit_send_buffer(conn: &dyn std::any::Any, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+        return;
+    };
+    if let Err(e) = socket2::SockRef::from(tcp).set_send_buffer_size(bytes) {
+        tracing::debug!(error = %e, "could not set SO_SNDBUF");
+    }
+}
+
+fn tracing_actix_middleware() -> actix_web::middleware::Logger {
+    // Access logs carry no query string: tokens may travel there.
+    actix_web::middleware::Logger::new("%s %m %U %Dms")
+        .exclude("/healthz")
+        .exclude("/metrics")
+}
+
+/// Dev mode never leaves this machine, whatever `listen` says.
+fn effective_listen(settings: &Settings) -> SocketAddr {
+    let mut listen = settings.listen;
+    if settings.dev_mode() && !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "dev mode: ignoring the configured address, binding 127.0.0.1");
+        listen.set_ip([127, 0, 0, 1].into());
+    }
+    listen
+}
+
+fn node_id(settings: &Settings) -> String {
+    if settings.node_id.is_empty() {
+        format!("fleethub-{:08x}", rand::random::<u32>())
+    } else {
+        settings.node_id.clone()
+    }
+}
+
+fn random_secret() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 48)
+}
+
+fn announce_dev_mode(state: &AppState, port: u16) {
+    let token = state.auth.issue(
+        "dev-admin",
+        Role::Admin,
+        None,
+        Duration::from_secs(24 * 3600),
+    );
+    tracing::warn!(
+        "DEV MODE: no jwt_secret configured. A random secret was generated, tokens die with this process, and the hub listens on 127.0.0.1 only. Set FLEETHUB_JWT_SECRET for anything real."
+    );
+    if let Ok(token) = token {
+        // Printed, not logged: the token is a credential and logs are shipped elsewhere.
+        eprintln!(
+            "\n  fleethub DEV MODE dashboard (admin token, valid 24 h):\n  http://127.0.0.1:{port}/?access_token={token}\n"
+        );
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

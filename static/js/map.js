@@ -1,0 +1,413 @@
+// The map: MapLibre with an offline-first base map, the vehicles as one
+// clustered GeoJSON source drawn by WebGL layers, and the trail replay layers.
+// No glyph server is reachable offline, so nothing here uses text fields:
+// cluster counts and vehicle markers are small canvas images added at run time.
+
+import * as maplibregl from '../vendor/maplibre-gl/maplibre-gl.mjs';
+
+export const COLORS = {
+  moving: '#34d399',
+  stopped: '#fbbf24',
+  offline: '#94a3b8',
+  selected: '#60a5fa',
+  trail: '#60a5fa',
+};
+
+const CLUSTER_MAX_ZOOM = 10; // Above this every vehicle is drawn; below, nearby ones merge.
+const LIMA = [-77.04, -12.05];
+
+/** Normalises a longitude to [-180, 180]. */
+function wrapLon(x) {
+  const w = ((((x + 180) % 360) + 360) % 360) - 180;
+  return w === -180 && x > 0 ? 180 : w;
+}
+
+const round5 = (v) => Math.round(v * 1e5) / 1e5;
+
+/**
+ * The subscription box for what the map shows: clamped to the valid ranges,
+ * west > east when the view crosses the antimeridian, the whole world when
+ * zoomed out that far. Exported for the tests.
+ */
+export function viewBbox(west, south, east, north) {
+  let s = Math.max(-90, Math.min(90, south));
+  let n = Math.max(-90, Math.min(90, north));
+  // Web Mercator stops at ~85.05°: a view reaching it reaches the pole.
+  if (s <= -85) s = -90;
+  if (n >= 85) n = 90;
+  if (east - west >= 360) return [-180, round5(s), 180, round5(n)];
+  const w = wrapLon(west);
+  let e = wrapLon(east);
+  if (e === -180 && east > west) e = 180;
+  return [round5(w), round5(s), round5(e), round5(n)];
+}
+
+/** Canvas image for MapLibre's addImage. */
+function canvasImage(size, draw) {
+  const ratio = 2; // drawn at 2x so markers stay crisp on high-density screens
+  const c = document.createElement('canvas');
+  c.width = c.height = size * ratio;
+  const ctx = c.getContext('2d');
+  ctx.scale(ratio, ratio);
+  draw(ctx, size);
+  return { image: ctx.getImageData(0, 0, size * ratio, size * ratio), pixelRatio: ratio };
+}
+
+function arrowImage(color) {
+  return canvasImage(26, (ctx, s) => {
+    // A chevron pointing north; icon-rotate turns it to the heading.
+    ctx.beginPath();
+    ctx.moveTo(s / 2, 2.5);
+    ctx.lineTo(s - 5, s - 4);
+    ctx.lineTo(s / 2, s - 8.5);
+    ctx.lineTo(5, s - 4);
+    ctx.closePath();
+    ctx.fillStyle = color;
+    ctx.strokeStyle = '#0b1220';
+    ctx.lineWidth = 2;
+    ctx.lineJoin = 'round';
+    ctx.stroke();
+    ctx.fill();
+  });
+}
+
+function dotImage(color) {
+  return canvasImage(18, (ctx, s) => {
+    ctx.beginPath();
+    ctx.arc(s / 2, s / 2, s / 2 - 3, 0, Math.PI * 2);
+    ctx.fillStyle = color;
+    ctx.strokeStyle = '#0b1220';
+    ctx.lineWidth = 2;
+    ctx.stroke();
+    ctx.fill();
+  });
+}
+
+/** The count written on a cluster bubble; made on demand for each distinct label. */
+function countImage(label) {
+  const width = Math.max(22, 8 + label.length * 8);
+  const ratio = 2;
+  const c = document.createElement('canvas');
+  c.width = width * ratio;
+  c.height = 18 * ratio;
+  const ctx = c.getContext('2d');
+  ctx.scale(ratio, ratio);
+  ctx.font = '600 12px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif';
+  ctx.textAlign = 'center';
+  ctx.textBaseline = 'middle';
+  ctx.fillStyle = '#0b1220';
+  ctx.fillText(label, width / 2, 9.5);
+  return { image: ctx.getImageData(0, 0, c.width, c.height), pixelRatio: ratio };
+}
+
+function baseStyle(world) {
+  return {
+    version: 8,
+    sources: {
+      world: { type: 'geojson', data: world, attribution: 'Natural Earth' },
+    },
+    layers: [
+      { id: 'ocean', type: 'background', paint: { 'background-color': '#0c1422' } },
+      {
+        id: 'land',
+        type: 'fill',
+        source: 'world',
+        filter: ['==', ['get', 'kind'], 'land'],
+        paint: { 'fill-color': '#1a2840', 'fill-antialias': true },
+      },
+      {
+        id: 'coast',
+        type: 'line',
+        source: 'world',
+        filter: ['==', ['get', 'kind'], 'land'],
+        paint: { 'line-color': '#39506f', 'line-width': ['interpolate', ['linear'], ['zoom'], 2, 0.6, 10, 1.6] },
+      },
+      {
+        id: 'borders',
+        type: 'line',
+        source: 'world',
+        filter: ['==', ['get', 'kind'], 'border'],
+        paint: {
+          'line-color': '#3d5270',
+          'line-width': ['interpolate', ['linear'], ['zoom'], 2, 0.5, 10, 1.2],
+          'line-dasharray': [3, 2],
+        },
+      },
+    ],
+  };
+}
+
+export class FleetMap {
+  /**
+   * @param {HTMLElement} container
+   * @param {object} uiConfig  from /api/v1/ui-config
+   * @param {object} world     GeoJSON of the offline outline
+   */
+  constructor(container, uiConfig, world) {
+    this.selected = null;
+    this.easingUntil = 0;
+    this.handlers = { vehicleClick: () => {}, userPan: () => {}, tilesFailed: () => {} };
+    this.map = new maplibregl.Map({
+      container,
+      style: baseStyle(world),
+      center: LIMA,
+      zoom: 11,
+      minZoom: 0,
+      maxZoom: 19,
+      // A dispatch map stays north-up: rotated views make headings harder to read.
+      dragRotate: false,
+      pitchWithRotate: false,
+      touchPitch: false,
+      attributionControl: { compact: true },
+      fadeDuration: 0, // Markers move every second; fading symbols would smear them.
+    });
+    this.map.touchZoomRotate.disableRotation();
+    this.map.keyboard.disableRotation();
+    this.map.addControl(new maplibregl.NavigationControl({ showCompass: false }), 'top-right');
+    this.map.addControl(new maplibregl.ScaleControl({ unit: 'metric' }), 'bottom-right');
+    this.ready = new Promise((resolve) => this.map.once('load', resolve)).then(() => {
+      this.addTiles(uiConfig);
+      this.addVehicleLayers();
+      this.addTrailLayers();
+    });
+    this.map.on('styleimagemissing', (e) => {
+      // Cluster count labels: "cnt:1.2k" and so on, drawn the first time one is needed.
+      if (e.id.startsWith('cnt:') && !this.map.hasImage(e.id)) {
+        const { image, pixelRatio } = countImage(e.id.slice(4));
+        this.map.addImage(e.id, image, { pixelRatio });
+      }
+    });
+  }
+
+  on(name, fn) {
+    this.handlers[name] = fn;
+  }
+
+  /** Raster tiles over the outline when configured; if they fail, hide them and keep the outline. */
+  addTiles(uiConfig) {
+    const url = uiConfig?.tile_url;
+    if (!url) return;
+    this.map.addSource('tiles', {
+      type: 'raster',
+      tiles: [url],
+      tileSize: 256,
+      attribution: uiConfig.tile_attribution || '',
+    });
+    this.map.addLayer({ id: 'tiles', type: 'raster', source: 'tiles', paint: { 'raster-opacity': 0.9 } }, 'borders');
+    let failures = 0;
+    let loaded = 0;
+    this.map.on('sourcedata', (e) => {
+      if (e.sourceId === 'tiles' && e.tile && e.isSourceLoaded) loaded += 1;
+    });
+    this.map.on('error', (e) => {
+      if (e.sourceId !== 'tiles') return;
+      failures += 1;
+      // A few failures with no success at all means tiles are out of reach
+      // (offline, blocked): the outline underneath stays and the user is told once.
+      if (failures >= 3 && loaded === 0 && this.map.getLayer('tiles')) {
+        this.map.setLayoutProperty('tiles', 'visibility', 'none');
+        this.handlers.tilesFailed();
+      }
+    });
+  }
+
+  addVehicleLayers() {
+    const m = this.map;
+    for (const [status, color] of Object.entries({ moving: COLORS.moving, stopped: COLORS.stopped, offline: COLORS.offline })) {
+      const arrow = arrowImage(color);
+      m.addImage(`arrow-${status}`, arrow.image, { pixelRatio: arrow.pixelRatio });
+      const dot = dotImage(color);
+      m.addImage(`dot-${status}`, dot.image, { pixelRatio: dot.pixelRatio });
+    }
+    m.addSource('vehicles', {
+      type: 'geojson',
+      data: { type: 'FeatureCollection', features: [] },
+      cluster: true,
+      clusterMaxZoom: CLUSTER_MAX_ZOOM,
+      clusterRadius: 44,
+      // Counts per status inside each cluster, so a bubble can say "mostly moving".
+      clusterProperties: {
+        moving: ['+', ['case', ['==', ['get', 's'], 'moving'], 1, 0]],
+        offline: ['+', ['case', ['==', ['get', 's'], 'offline'], 1, 0]],
+      },
+      buffer: 32,
+    });
+    const clustered = ['has', 'point_count'];
+    m.addLayer({
+      id: 'clusters',
+      type: 'circle',
+      source: 'vehicles',
+      filter: clustered,
+      paint: {
+        // Colour by the share of moving vehicles in the cluster.
+        'circle-color': [
+          'interpolate',
+          ['linear'],
+          ['/', ['get', 'moving'], ['get', 'point_count']],
+          0,
+          COLORS.stopped,
+          0.5,
+          '#a3d977',
+          1,
+          COLORS.moving,
+        ],
+        'circle-radius': ['step', ['get', 'point_count'], 13, 10, 16, 100, 20, 1000, 26],
+        'circle-opacity': 0.9,
+        'circle-stroke-color': '#0b1220',
+        'circle-stroke-width': 2,
+      },
+    });
+    m.addLayer({
+      id: 'cluster-count',
+      type: 'symbol',
+      source: 'vehicles',
+      filter: clustered,
+      layout: {
+        'icon-image': ['concat', 'cnt:', ['get', 'point_count_abbreviated']],
+        'icon-allow-overlap': true,
+        'icon-ignore-placement': true,
+      },
+    });
+    const single = ['!', clustered];
+    m.addLayer({
+      id: 'vehicle-selected',
+      type: 'circle',
+      source: 'vehicles',
+      filter: ['all', single, ['==', ['get', 'id'], '']],
+      paint: {
+        'circle-radius': 17,
+        'circle-color': 'rgba(96,165,250,0.18)',
+        'circle-stroke-color': COLORS.selected,
+        'circle-stroke-width': 2.5,
+      },
+    });
+    m.addLayer({
+      id: 'vehicles',
+      type: 'symbol',
+      source: 'vehicles',
+      filter: single,
+      layout: {
+        'icon-image': ['concat', ['case', ['==', ['get', 'a'], 1], 'arrow-', 'dot-'], ['get', 's']],
+        'icon-rotate': ['get', 'h'],
+        'icon-rotation-alignment': 'map',
+        'icon-allow-overlap': true,
+        'icon-ignore-placement': true,
+        'icon-size': ['interpolate', ['linear'], ['zoom'], 8, 0.7, 14, 1, 18, 1.25],
+        // Offline vehicles underneath, moving ones on top.
+        'symbol-sort-key': ['match', ['get', 's'], 'offline', 0, 'stopped', 1, 2],
+      },
+    });
+
+    m.on('click', 'clusters', async (e) => {
+      const feature = e.features?.[0];
+      if (!feature) return;
+      const zoom = await m.getSource('vehicles').getClusterExpansionZoom(feature.properties.cluster_id);
+      m.easeTo({ center: feature.geometry.coordinates, zoom });
+    });
+    m.on('click', 'vehicles', (e) => {
+      const id = e.features?.[0]?.properties?.id;
+      if (id) this.handlers.vehicleClick(id);
+    });
+    for (const layer of ['clusters', 'vehicles']) {
+      m.on('mouseenter', layer, () => (m.getCanvas().style.cursor = 'pointer'));
+      m.on('mouseleave', layer, () => (m.getCanvas().style.cursor = ''));
+    }
+    // A user's own pan ends following; zooming with the wheel keeps the vehicle centred.
+    m.on('dragstart', () => this.handlers.userPan());
+    m.on('movestart', (e) => {
+      if (e.originalEvent?.type === 'keydown') this.handlers.userPan();
+    });
+  }
+
+  addTrailLayers() {
+    const m = this.map;
+    const trailArrow = arrowImage(COLORS.trail);
+    m.addImage('arrow-trail', trailArrow.image, { pixelRatio: trailArrow.pixelRatio });
+    const empty = { type: 'FeatureCollection', features: [] };
+    m.addSource('trail', { type: 'geojson', data: empty, lineMetrics: true });
+    m.addSource('trail-cursor', { type: 'geojson', data: empty });
+    m.addLayer(
+      {
+        id: 'trail-casing',
+        type: 'line',
+        source: 'trail',
+        layout: { 'line-join': 'round', 'line-cap': 'round' },
+        paint: { 'line-color': '#0b1220', 'line-width': 7, 'line-opacity': 0.8 },
+      },
+      'clusters',
+    );
+    m.addLayer(
+      {
+        id: 'trail-line',
+        type: 'line',
+        source: 'trail',
+        layout: { 'line-join': 'round', 'line-cap': 'round' },
+        paint: {
+          'line-width': 4,
+          // Older part faint, recent part bright: the direction of travel reads at a glance.
+          'line-gradient': ['interpolate', ['linear'], ['line-progress'], 0, 'rgba(96,165,250,0.35)', 1, COLORS.trail],
+        },
+      },
+      'clusters',
+    );
+    m.addLayer({
+      id: 'trail-cursor',
+      type: 'symbol',
+      source: 'trail-cursor',
+      layout: {
+        'icon-image': 'arrow-trail',
+        'icon-size': 1.3,
+        'icon-rotate': ['get', 'h'],
+        'icon-rotation-alignment': 'map',
+        'icon-allow-overlap': true,
+        'icon-ignore-placement': true,
+      },
+    });
+  }
+
+  /** Pushes the vehicles' current positions to the GPU source. */
+  setVehicles(collection) {
+    this.map.getSource('vehicles')?.setData(collection);
+  }
+
+  setSelected(id) {
+    this.selected = id;
+    if (this.map.getLayer('vehicle-selected')) {
+      this.map.setFilter('vehicle-selected', ['all', ['!', ['has', 'point_count']], ['==', ['get', 'id'], id ?? '']]);
+    }
+  }
+
+  /** The box to subscribe to for the current view. */
+  currentBbox() {
+    const b = this.map.getBounds();
+    return viewBbox(b.getWest(), b.getSouth(), b.getEast(), b.getNorth());
+  }
+
+  centreOn(lonLat, { animate = true, minZoom = 14 } = {}) {
+    const zoom = Math.max(this.map.getZoom(), minZoom);
+    if (animate) {
+      // The follow loop must not cut this ease short with its per-frame jumps.
+      this.easingUntil = performance.now() + 650;
+      this.map.easeTo({ center: lonLat, zoom, duration: 600 });
+    }
+    else this.map.jumpTo({ center: lonLat });
+  }
+
+  setTrail(feature) {
+    this.map.getSource('trail')?.setData(feature ?? { type: 'FeatureCollection', features: [] });
+  }
+
+  setTrailCursor(lonLat, heading) {
+    const data = lonLat
+      ? { type: 'Feature', properties: { h: heading ?? 0 }, geometry: { type: 'Point', coordinates: lonLat } }
+      : { type: 'FeatureCollection', features: [] };
+    this.map.getSource('trail-cursor')?.setData(data);
+  }
+
+  fitTo(coords) {
+    if (!coords.length) return;
+    const bounds = coords.reduce((b, c) => b.extend(c), new maplibregl.LngLatBounds(coords[0], coords[0]));
+    // The replay panel covers the bottom of the map: keep the trail above it.
+    this.map.fitBounds(bounds, { padding: { top: 70, left: 50, right: 70, bottom: 260 }, maxZoom: 16, duration: 600 });
+  }
+}

@@ -1,0 +1,295 @@
+//! `spawn_app` starts the real hub on port 0 and hands back typed clients.
+
+use std::time::Duration;
+
+use actix_web::web;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use fleethub::auth::{Authenticator, Role};
+use fleethub::config::Settings;
+use fleethub::domain::Timestamp;
+use fleethub::startup::{AppState, Application};
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+/// How long any awaited condition may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+pub struct TestApp {
+    pub port: u16,
+    pub state: web::Data<AppState>,
+    pub http: reqwest::Client,
+    auth: Authenticator,
+}
+
+/// Test settings: a real secret (not dev mode), port 0, immediate fan-out.
+pub fn test_settings() -> Settings {
+    let env = [
+        ("FLEETHUB_LISTEN", "127.0.0.1:0"),
+        ("FLEETHUB_JWT_SECRET", SECRET),
+        ("FLEETHUB_NODE_ID", "test-node"),
+        ("FLEETHUB_FANOUT__INTERVAL_MS", "0"),
+    ];
+    Settings::load_from(
+        None,
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+    .expect("test settings load")
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = test_settings();
+    configure(&mut settings);
+    let app = Application::build(settings).await.expect("the hub starts");
+    let port = app.port();
+    let state = app.state();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        port,
+        state,
+        http: reqwest::Client::new(),
+        auth: Authenticator::new(SECRET.as_bytes()),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn token(&self, role: Role, sub: &str, fleet: Option<&str>) -> String {
+        self.auth
+            .issue(sub, role, fleet, Duration::from_secs(3600))
+            .expect("token")
+    }
+
+    pub fn ws_url(&self, path: &str, token: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}?access_token={token}", self.port)
+    }
+
+    /// A driver of `fleet`, connected and past its `welcome`.
+    pub async fn driver(&self, sub: &str, fleet: &str) -> DriverClient {
+        let token = self.token(Role::Driver, sub, Some(fleet));
+        let mut client = Client::connect(&self.ws_url("/ws/driver", &token)).await;
+        let welcome = client.next_of("welcome").await;
+        DriverClient { client, welcome }
+    }
+
+    /// A dashboard for `fleet` (`None`: an admin), past its `hello`.
+    pub async fn dashboard(&self, fleet: Option<&str>) -> DashboardClient {
+        let token = match fleet {
+            Some(f) => self.token(Role::Dispatcher, "disp", Some(f)),
+            None => self.token(Role::Admin, "ops", None),
+        };
+        let mut client = Client::connect(&self.ws_url("/ws/dashboard", &token)).await;
+        client.next_of("hello").await;
+        DashboardClient { client }
+    }
+
+    pub async fn stop(&self) {
+        self.state.shutdown.cancel();
+    }
+}
+
+/// Polls `check` until it holds, failing the test at the deadline.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn now_ms() -> i64 {
+    Timestamp::now().as_millis()
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A raw WebSocket client that reads JSON frames with a deadline.
+pub struct Client {
+    pub ws: Ws,
+}
+
+/// How a connection ended, as seen by the client.
+#[derive(Debug, PartialEq)]
+pub enum Ended {
+    Closed(u16, String),
+    Dropped,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Client { ws }
+    }
+
+    pub async fn send(&mut self, value: &Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text.to_owned()))
+            .await
+            .expect("send frame");
+    }
+
+    /// A client with a tiny receive buffer, so that not reading fills the
+    /// socket quickly instead of after megabytes of kernel buffering.
+    pub async fn connect_with_small_buffer(url: &str, port: u16) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let stream = socket
+            .connect(([127, 0, 0, 1], port).into())
+            .await
+            .expect("tcp connect");
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("websocket handshake");
+        Client { ws }
+    }
+
+    /// The next JSON text frame (pings are answered by the client library).
+    pub async fn next(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("a frame before the deadline")
+                .expect("the socket is open")
+                .expect("a valid frame");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(&t).expect("JSON frame"),
+                Message::Close(c) => panic!("unexpected close: {c:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Skips frames until one of the given `type` arrives.
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let v = self.next().await;
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
+    /// Reads until the server closes the connection, ignoring other frames.
+    pub async fn ended(&mut self) -> Ended {
+        loop {
+            let msg = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("the close before the deadline");
+            match msg {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Ended::Closed(u16::from(frame.code), frame.reason.to_string());
+                }
+                Some(Ok(Message::Close(None))) => return Ended::Closed(1005, String::new()),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Ended::Dropped,
+            }
+        }
+    }
+}
+
+pub struct DriverClient {
+    pub client: Client,
+    pub welcome: Value,
+}
+
+impl DriverClient {
+    pub async fn send_pos(&mut self, seq: u64, ts: i64, lat: f64, lon: f64) {
+        self.client
+            .send(&json!({"type":"pos","seq":seq,"ts":ts,"lat":lat,"lon":lon,"speed":5.0,"heading":90}))
+            .await;
+    }
+
+    /// Reads until an ack covers `seq`; returns the frames seen on the way.
+    pub async fn ack_covering(&mut self, seq: u64) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let v = self.client.next().await;
+            if v["type"] == "ack" && v["seq"].as_u64().unwrap_or(0) >= seq {
+                seen.push(v);
+                return seen;
+            }
+            seen.push(v);
+        }
+    }
+
+    /// Sends a position and waits until it is acked.
+    pub async fn publish(&mut self, seq: u64, ts: i64, lat: f64, lon: f64) {
+        self.send_pos(seq, ts, lat, lon).await;
+        self.ack_covering(seq).await;
+    }
+}
+
+pub struct DashboardClient {
+    pub client: Client,
+}
+
+impl DashboardClient {
+    pub async fn subscribe(&mut self, id: &str, bbox: [f64; 4]) -> Value {
+        self.client
+            .send(&json!({"type":"subscribe","id":id,"bbox":bbox}))
+            .await;
+        self.client.next_of("snapshot").await
+    }
+
+    /// Reads position items until `driver` shows up; returns every item seen.
+    pub async fn items_until(&mut self, driver: &str) -> Vec<Value> {
+        let mut items = Vec::new();
+        loop {
+            let v = self.client.next().await;
+            if v["type"] != "positions" {
+                continue;
+            }
+            let batch = v["items"].as_array().cloned().unwrap_or_default();
+            let found = batch.iter().any(|i| i["driver"] == driver);
+            items.extend(batch);
+            if found {
+                return items;
+            }
+        }
+    }
+}
+
+/// The lead item of a driver in a list of items.
+pub fn item_of<'a>(items: &'a [Value], driver: &str) -> Option<&'a Value> {
+    items.iter().find(|i| i["driver"] == driver)
+}
+
+impl DashboardClient {
+    /// Reads position items until `driver` shows up with fix time `ts`.
+    pub async fn items_until_ts(&mut self, driver: &str, ts: i64) -> Vec<Value> {
+        let mut items = Vec::new();
+        loop {
+            let v = self.client.next().await;
+            if v["type"] != "positions" {
+                continue;
+            }
+            let batch = v["items"].as_array().cloned().unwrap_or_default();
+            let found = batch.iter().any(|i| i["driver"] == driver && i["ts"] == ts);
+            // Items in a batch are newest first; keep arrival order oldest first.
+            items.extend(batch.into_iter().rev());
+            if found {
+                return items;
+            }
+        }
+    }
+}

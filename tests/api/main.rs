@@ -1,0 +1,10 @@
+//! Integration tests: the real hub on a random port, real WebSocket clients.
+//! One binary, one module per area.
+
+mod auth;
+mod dashboard;
+mod driver;
+mod helpers;
+mod http;
+mod simulated_fleet;
+mod slow_dashboard;
