@@ -23,5 +23,6 @@ pub mod spatial_index;
 pub mod startup;
 pub mod static_files;
 pub mod telemetry;
+pub mod trail_api;
 pub mod trail_store;
 pub mod trail_writer;

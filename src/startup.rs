@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::hub::Hub;
 use crate::trail_store::{self, TrailStore};
 use crate::trail_writer::TrailWriter;
-use crate::{api, dashboard_session, driver_session, metrics, static_files};
+use crate::{api, dashboard_session, driver_session, metrics, static_files, trail_api};
 
 /// How long a graceful stop waits for connections and the trail flush.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -137,6 +137,7 @@ fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<S
             .route("/ws/driver", web::get().to(driver_session::connect))
             .route("/ws/dashboard", web::get().to(dashboard_session::connect))
             .configure(api::routes)
+            .configure(trail_api::routes)
             .configure(static_files::routes)
     })
     .on_connect(move |conn, _| limit_send_buffer(conn, send_buffer))
