@@ -23,6 +23,8 @@ pub struct TestApp {
     pub state: web::Data<AppState>,
     pub http: reqwest::Client,
     auth: Authenticator,
+    /// Holds the app's own SQLite file; removed when the test ends.
+    _data_dir: tempfile::TempDir,
 }
 
 /// Test settings: a real secret (not dev mode), port 0, immediate fan-out.
@@ -46,6 +48,9 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings();
+    // Each app its own trail database (tests set `database.url` for PostgreSQL).
+    let data_dir = tempfile::tempdir().expect("a temp dir");
+    settings.database.sqlite_path = data_dir.path().join("trails.db").display().to_string();
     configure(&mut settings);
     let app = Application::build(settings).await.expect("the hub starts");
     let port = app.port();
@@ -56,6 +61,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         state,
         http: reqwest::Client::new(),
         auth: Authenticator::new(SECRET.as_bytes()),
+        _data_dir: data_dir,
     }
 }
 

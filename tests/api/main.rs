@@ -8,3 +8,4 @@ mod helpers;
 mod http;
 mod simulated_fleet;
 mod slow_dashboard;
+mod trails;
