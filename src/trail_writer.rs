@@ -9,11 +9,15 @@
 //! dropping anything silently.
 //!
 //! Commit policy: one task takes submissions until it holds
-//! `trails.flush_max_rows` positions or `trails.flush_interval_ms` has passed
-//! since the first, appends them in one transaction, then resolves every
-//! submission. A failed append keeps the batch and retries it with
-//! exponential backoff; retrying is safe because the store skips fixes it
-//! already holds. Nothing is resolved `Ok` before its commit.
+//! `trails.flush_max_rows` positions, or `trails.flush_interval_ms` has
+//! passed since the first, or nothing more is queued while the database is
+//! idle (so a quiet hub acks at once and a busy one batches). It hands the
+//! batch to a commit, one transaction, which resolves every submission in
+//! it. Up to the store's `max_concurrent_appends` commits run at once, and
+//! the next batch forms while they do. A failed append keeps the batch and
+//! retries it with exponential backoff; retrying is safe because the store
+//! skips fixes it already holds. Nothing is resolved `Ok` before its
+//! commit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,14 +102,19 @@ impl TrailWriter {
         // Every submission holds at least one permit, so this channel never
         // holds more messages than the semaphore allows positions.
         let (tx, rx) = mpsc::channel(capacity);
+        let concurrency = u32::try_from(store.max_concurrent_appends().clamp(1, 16)).unwrap_or(1);
         let task = WriterTask {
-            store,
             rx,
-            shared: shared.clone(),
             max_rows: settings.flush_max_rows.max(1),
             interval: Duration::from_millis(settings.flush_interval_ms),
-            shutdown,
-            give_up_at: None,
+            shutdown: shutdown.clone(),
+            committer: Arc::new(Committer {
+                store,
+                shared: shared.clone(),
+                shutdown,
+            }),
+            slots: Arc::new(Semaphore::new(concurrency as usize)),
+            concurrency,
         };
         let handle = tokio::spawn(task.run());
         (TrailWriter { tx, shared }, handle)
@@ -159,14 +168,22 @@ impl TrailWriter {
 }
 
 struct WriterTask {
-    store: Arc<dyn TrailStore>,
     rx: mpsc::Receiver<Submission>,
-    shared: Arc<Shared>,
     max_rows: usize,
     interval: Duration,
     shutdown: CancellationToken,
-    /// Set once shutdown is seen: the last moment to keep retrying.
-    give_up_at: Option<Instant>,
+    committer: Arc<Committer>,
+    /// One permit per commit that may run at once (the store's
+    /// `max_concurrent_appends`); the next batch forms while they run.
+    slots: Arc<Semaphore>,
+    concurrency: u32,
+}
+
+/// Commits batches; shared by the commits in flight.
+struct Committer {
+    store: Arc<dyn TrailStore>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
 }
 
 /// The positions of one group commit and the submissions they came from.
@@ -188,17 +205,33 @@ impl Batch {
 
 impl WriterTask {
     async fn run(mut self) {
-        let mut batch = Batch::default();
-        while self.collect(&mut batch).await {
-            self.commit(&mut batch).await;
+        loop {
+            let Ok(slot) = self.slots.clone().acquire_owned().await else {
+                break;
+            };
+            let mut batch = Batch::default();
+            if !self.collect(&mut batch).await {
+                break;
+            }
+            self.spawn_commit(batch, slot);
         }
-        self.drain(batch).await;
+        self.drain().await;
         tracing::info!("trail writer stopped");
     }
 
+    fn spawn_commit(&self, batch: Batch, slot: OwnedSemaphorePermit) {
+        let committer = self.committer.clone();
+        tokio::spawn(async move {
+            committer.commit(batch).await;
+            drop(slot);
+        });
+    }
+
     /// Waits for a first submission, then gathers more until the batch is
-    /// full or the flush interval has passed. False once shutdown is seen
-    /// (or every sender is gone) before anything arrived.
+    /// full, or the queue is empty and no other commit is running (an idle
+    /// database gets the batch at once: batching then only adds latency), or
+    /// the flush interval has passed. False once shutdown is seen (or every
+    /// sender is gone) before anything arrived.
     async fn collect(&mut self, batch: &mut Batch) -> bool {
         let first = tokio::select! {
             biased;
@@ -209,9 +242,9 @@ impl WriterTask {
         batch.push(first);
         let deadline = Instant::now() + self.interval;
         while batch.points.len() < self.max_rows {
-            // Take what is already queued without waiting on the clock.
             let sub = match self.rx.try_recv() {
                 Ok(sub) => Some(sub),
+                Err(_) if !self.others_committing() => None,
                 Err(_) => tokio::select! {
                     biased;
                     sub = self.rx.recv() => sub,
@@ -227,26 +260,42 @@ impl WriterTask {
         true
     }
 
-    /// After shutdown: refuses new submissions, commits everything queued.
-    async fn drain(mut self, mut batch: Batch) {
+    /// Whether a commit other than the one being collected holds a slot.
+    fn others_committing(&self) -> bool {
+        self.slots.available_permits() + 1 < self.concurrency as usize
+    }
+
+    /// After shutdown: refuses new submissions, commits everything queued,
+    /// and returns once every commit is done.
+    async fn drain(mut self) {
         self.rx.close();
+        let mut batch = Batch::default();
         while let Some(sub) = self.rx.recv().await {
             batch.push(sub);
             if batch.points.len() >= self.max_rows {
-                self.commit(&mut batch).await;
+                self.spawn_when_free(std::mem::take(&mut batch)).await;
             }
         }
-        self.commit(&mut batch).await;
+        if !batch.pending.is_empty() {
+            self.spawn_when_free(batch).await;
+        }
+        let _all_done = self.slots.acquire_many(self.concurrency).await;
     }
 
+    async fn spawn_when_free(&self, batch: Batch) {
+        if let Ok(slot) = self.slots.clone().acquire_owned().await {
+            self.spawn_commit(batch, slot);
+        }
+    }
+}
+
+impl Committer {
     /// Commits the batch, retrying with backoff until it succeeds; only
     /// after shutdown and [`SHUTDOWN_GRACE`] does it give up and report the
-    /// failure. Either way the batch is empty afterwards.
-    async fn commit(&mut self, batch: &mut Batch) {
-        if batch.pending.is_empty() {
-            return;
-        }
+    /// failure. Every submission is resolved either way.
+    async fn commit(&self, mut batch: Batch) {
         let mut backoff = FIRST_BACKOFF;
+        let mut give_up_at = None;
         loop {
             let started = Instant::now();
             let outcome = match tokio::time::timeout(
@@ -258,25 +307,21 @@ impl WriterTask {
                 Ok(outcome) => outcome,
                 Err(_) => Err(StoreError::Unavailable("the commit timed out".into())),
             };
-            match outcome {
-                Ok(()) => {
-                    self.committed(batch, started.elapsed());
-                    return;
-                }
-                Err(e) => {
-                    self.failed(batch, &e, backoff);
-                    if self.past_grace() {
-                        self.resolve(batch, || {
-                            Err(StoreError::Unavailable(format!(
-                                "shut down before the commit: {e}"
-                            )))
-                        });
-                        return;
-                    }
-                    self.pause(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+            let e = match outcome {
+                Ok(()) => return self.committed(&mut batch, started.elapsed()),
+                Err(e) => e,
+            };
+            self.failed(&batch, &e, backoff);
+            if self.past_grace(&mut give_up_at) {
+                let failure = || {
+                    Err(StoreError::Unavailable(format!(
+                        "shut down before the commit: {e}"
+                    )))
+                };
+                return self.resolve(&mut batch, failure);
             }
+            self.pause(backoff, give_up_at).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -312,21 +357,19 @@ impl WriterTask {
     }
 
     /// True once shutdown was requested and its grace period is over.
-    fn past_grace(&mut self) -> bool {
+    fn past_grace(&self, give_up_at: &mut Option<Instant>) -> bool {
         if !self.shutdown.is_cancelled() {
             return false;
         }
-        let give_up_at = *self
-            .give_up_at
-            .get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
+        let give_up_at = *give_up_at.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
         Instant::now() >= give_up_at
     }
 
     /// Sleeps for the backoff, waking early when shutdown starts (so the
     /// grace period is measured from then), never past the grace deadline.
-    async fn pause(&mut self, backoff: Duration) {
+    async fn pause(&self, backoff: Duration, give_up_at: Option<Instant>) {
         let mut until = Instant::now() + backoff;
-        if let Some(give_up_at) = self.give_up_at {
+        if let Some(give_up_at) = give_up_at {
             until = until.min(give_up_at);
         }
         if self.shutdown.is_cancelled() {

@@ -29,7 +29,9 @@ async fn postgres(db: &TestDb) -> Arc<PgTrailStore> {
 }
 
 async fn sqlite(dir: &tempfile::TempDir) -> Arc<SqliteTrailStore> {
-    let store = SqliteTrailStore::open(dir.path().join("trails.db"), 4).await.unwrap();
+    let store = SqliteTrailStore::open(dir.path().join("trails.db"), 4)
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
     Arc::new(store)
 }
@@ -68,7 +70,10 @@ async fn a_resend_is_stored_once(store: Arc<dyn TrailStore>) {
     let batch = points("d1", "f1", 1..=5, start);
     store.append(&batch).await.unwrap();
     store.append(&batch).await.unwrap();
-    store.append(&points("d1", "f1", 4..=7, start)).await.unwrap();
+    store
+        .append(&points("d1", "f1", 4..=7, start))
+        .await
+        .unwrap();
 
     let trail = store.trail(&all_of("d1")).await.unwrap();
     assert_eq!(seqs(&trail), vec![1, 2, 3, 4, 5, 6, 7]);
@@ -79,9 +84,15 @@ async fn last_seq_is_the_highest_stored(store: Arc<dyn TrailStore>) {
     let d1 = DriverId::parse("d1").unwrap();
     assert_eq!(store.last_seq(&d1).await.unwrap(), 0);
     let start = now_ms() - 60_000;
-    store.append(&points("d1", "f1", 1..=9, start)).await.unwrap();
+    store
+        .append(&points("d1", "f1", 1..=9, start))
+        .await
+        .unwrap();
     // An old fix resent late must not move last_seq back, nor the last position.
-    store.append(&[point("d1", "f1", 3, start + 3000)]).await.unwrap();
+    store
+        .append(&[point("d1", "f1", 3, start + 3000)])
+        .await
+        .unwrap();
     assert_eq!(store.last_seq(&d1).await.unwrap(), 9);
     let record = store.driver(&d1).await.unwrap().unwrap();
     assert_eq!(
@@ -95,24 +106,47 @@ async fn last_seq_is_the_highest_stored(store: Arc<dyn TrailStore>) {
             last_lon: point("d1", "f1", 9, 0).position.lon(),
         }
     );
-    assert_eq!(store.driver(&DriverId::parse("nobody").unwrap()).await.unwrap(), None);
+    assert_eq!(
+        store
+            .driver(&DriverId::parse("nobody").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 async fn from_to_and_limit_filter_the_trail(store: Arc<dyn TrailStore>) {
     let start = now_ms() - 3_600_000;
-    store.append(&points("d1", "f1", 1..=10, start)).await.unwrap();
-    store.append(&points("d2", "f1", 1..=10, start)).await.unwrap();
+    store
+        .append(&points("d1", "f1", 1..=10, start))
+        .await
+        .unwrap();
+    store
+        .append(&points("d2", "f1", 1..=10, start))
+        .await
+        .unwrap();
 
     let mut q = all_of("d1");
     q.from = Timestamp::from_millis(start + 3000);
     q.to = Timestamp::from_millis(start + 6000);
-    assert_eq!(seqs(&store.trail(&q).await.unwrap()), vec![3, 4, 5, 6], "from/to are inclusive");
+    assert_eq!(
+        seqs(&store.trail(&q).await.unwrap()),
+        vec![3, 4, 5, 6],
+        "from/to are inclusive"
+    );
     q.limit = 2;
-    assert_eq!(seqs(&store.trail(&q).await.unwrap()), vec![3, 4], "limit keeps the oldest");
+    assert_eq!(
+        seqs(&store.trail(&q).await.unwrap()),
+        vec![3, 4],
+        "limit keeps the oldest"
+    );
 
     let mut q = all_of("d1");
     q.fleet = Some(FleetId::parse("f2").unwrap());
-    assert!(store.trail(&q).await.unwrap().is_empty(), "another fleet sees nothing");
+    assert!(
+        store.trail(&q).await.unwrap().is_empty(),
+        "another fleet sees nothing"
+    );
     q.fleet = Some(FleetId::parse("f1").unwrap());
     assert_eq!(store.trail(&q).await.unwrap().len(), 10);
 }
@@ -164,7 +198,12 @@ async fn partitions(store: &PgTrailStore) -> Vec<String> {
 fn partition_of(ts_ms: i64) -> String {
     let day = ts_ms.div_euclid(DAY_MS);
     let date = time::Date::from_julian_day(2_440_588 + day as i32).unwrap();
-    format!("positions_{:04}{:02}{:02}", date.year(), u8::from(date.month()), date.day())
+    format!(
+        "positions_{:04}{:02}{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
 }
 
 #[tokio::test]
@@ -173,17 +212,33 @@ async fn postgres_retention_drops_whole_old_partitions() {
     let store = postgres(&db).await;
     let old = now_ms() - 100 * DAY_MS;
     let recent = now_ms() - 60_000;
-    store.ensure_partitions(Timestamp::from_millis(old), Timestamp::from_millis(old)).await.unwrap();
+    store
+        .ensure_partitions(Timestamp::from_millis(old), Timestamp::from_millis(old))
+        .await
+        .unwrap();
     store.append(&points("d1", "f1", 1..=3, old)).await.unwrap();
-    store.append(&points("d1", "f1", 100..=102, recent - 100_000)).await.unwrap();
+    store
+        .append(&points("d1", "f1", 100..=102, recent - 100_000))
+        .await
+        .unwrap();
     assert!(partitions(&store).await.contains(&partition_of(old)));
 
     let dropped = store.apply_retention(90).await.unwrap();
 
     assert_eq!(dropped, 1);
     assert!(!partitions(&store).await.contains(&partition_of(old)));
-    assert_eq!(seqs(&store.trail(&all_of("d1")).await.unwrap()), vec![100, 101, 102]);
-    assert_eq!(store.last_seq(&DriverId::parse("d1").unwrap()).await.unwrap(), 102, "retention keeps last_seq");
+    assert_eq!(
+        seqs(&store.trail(&all_of("d1")).await.unwrap()),
+        vec![100, 101, 102]
+    );
+    assert_eq!(
+        store
+            .last_seq(&DriverId::parse("d1").unwrap())
+            .await
+            .unwrap(),
+        102,
+        "retention keeps last_seq"
+    );
 }
 
 #[tokio::test]
@@ -192,12 +247,20 @@ async fn postgres_partitions_exist_ahead_and_late_fixes_get_their_own() {
     let store = postgres(&db).await;
     let today = now_ms();
     for day in [-1, 0, 1, 3] {
-        assert!(partitions(&store).await.contains(&partition_of(today + day * DAY_MS)), "day {day}");
+        assert!(
+            partitions(&store)
+                .await
+                .contains(&partition_of(today + day * DAY_MS)),
+            "day {day}"
+        );
     }
     // A fix 30 days late has no partition: it lands in the default one, and
     // maintenance moves it into a partition of its own.
     let late = today - 30 * DAY_MS;
-    store.append(&points("d1", "f1", 1..=2, late)).await.unwrap();
+    store
+        .append(&points("d1", "f1", 1..=2, late))
+        .await
+        .unwrap();
     let in_default: i64 = sqlx::query_scalar("SELECT count(*) FROM positions_default")
         .fetch_one(store.pool())
         .await
@@ -214,7 +277,10 @@ async fn postgres_partitions_exist_ahead_and_late_fixes_get_their_own() {
     assert!(partitions(&store).await.contains(&partition_of(late)));
     assert_eq!(seqs(&store.trail(&all_of("d1")).await.unwrap()), vec![1, 2]);
     // The dedup key still holds across the move.
-    store.append(&points("d1", "f1", 1..=2, late)).await.unwrap();
+    store
+        .append(&points("d1", "f1", 1..=2, late))
+        .await
+        .unwrap();
     assert_eq!(store.trail(&all_of("d1")).await.unwrap().len(), 2);
 }
 
@@ -222,11 +288,20 @@ async fn postgres_partitions_exist_ahead_and_late_fixes_get_their_own() {
 async fn sqlite_retention_deletes_old_rows() {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite(&dir).await;
-    store.append(&points("d1", "f1", 1..=3, now_ms() - 100 * DAY_MS)).await.unwrap();
-    store.append(&points("d1", "f1", 100..=102, now_ms() - 200_000)).await.unwrap();
+    store
+        .append(&points("d1", "f1", 1..=3, now_ms() - 100 * DAY_MS))
+        .await
+        .unwrap();
+    store
+        .append(&points("d1", "f1", 100..=102, now_ms() - 200_000))
+        .await
+        .unwrap();
 
     assert_eq!(store.apply_retention(90).await.unwrap(), 3);
-    assert_eq!(seqs(&store.trail(&all_of("d1")).await.unwrap()), vec![100, 101, 102]);
+    assert_eq!(
+        seqs(&store.trail(&all_of("d1")).await.unwrap()),
+        vec![100, 101, 102]
+    );
 }
 
 // ---- the writer ----
@@ -269,7 +344,11 @@ async fn the_writer_groups_commits_and_acks_only_what_is_stored(store: Arc<dyn T
         appends: AtomicUsize::new(0),
     });
     let shutdown = CancellationToken::new();
-    let (writer, task) = TrailWriter::spawn(counting.clone(), &trail_settings(10_000, 500), shutdown.clone());
+    let (writer, task) = TrailWriter::spawn(
+        counting.clone(),
+        &trail_settings(10_000, 500),
+        shutdown.clone(),
+    );
     let start = now_ms() - 600_000;
     let mut acks = Vec::new();
     for d in 0..20 {
@@ -285,7 +364,10 @@ async fn the_writer_groups_commits_and_acks_only_what_is_stored(store: Arc<dyn T
         assert!(store.last_seq(&driver).await.unwrap() >= seq);
     }
     let commits = counting.appends.load(Ordering::SeqCst);
-    assert!(commits <= 20, "1000 submissions took {commits} commits: not grouped");
+    assert!(
+        commits <= 20,
+        "1000 submissions took {commits} commits: not grouped"
+    );
     assert_eq!(store.trail(&all_of("d7")).await.unwrap().len(), 50);
     assert_eq!(writer.queued(), 0);
     shutdown.cancel();
@@ -297,19 +379,27 @@ async fn shutdown_flushes_what_is_queued(store: Arc<dyn TrailStore>) {
     let mut settings = trail_settings(10_000, 100_000);
     settings.flush_interval_ms = 60_000; // only shutdown can flush this batch
     let (writer, task) = TrailWriter::spawn(store.clone(), &settings, shutdown.clone());
-    let ack = writer.try_submit(points("d1", "f1", 1..=200, now_ms() - 600_000)).unwrap();
+    let ack = writer
+        .try_submit(points("d1", "f1", 1..=200, now_ms() - 600_000))
+        .unwrap();
     shutdown.cancel();
     task.await.unwrap();
     ack.await.unwrap().unwrap();
     assert_eq!(store.trail(&all_of("d1")).await.unwrap().len(), 200);
-    assert!(writer.try_submit(points("d1", "f1", 201..=201, now_ms())).is_err(), "a stopped writer refuses");
+    assert!(
+        writer
+            .try_submit(points("d1", "f1", 201..=201, now_ms()))
+            .is_err(),
+        "a stopped writer refuses"
+    );
 }
 
 mod writer_on_postgres {
     #[tokio::test]
     async fn the_writer_groups_commits_and_acks_only_what_is_stored() {
         let db = super::TestDb::create().await;
-        super::the_writer_groups_commits_and_acks_only_what_is_stored(super::postgres(&db).await).await;
+        super::the_writer_groups_commits_and_acks_only_what_is_stored(super::postgres(&db).await)
+            .await;
     }
     #[tokio::test]
     async fn shutdown_flushes_what_is_queued() {
@@ -322,7 +412,8 @@ mod writer_on_sqlite {
     #[tokio::test]
     async fn the_writer_groups_commits_and_acks_only_what_is_stored() {
         let dir = tempfile::tempdir().unwrap();
-        super::the_writer_groups_commits_and_acks_only_what_is_stored(super::sqlite(&dir).await).await;
+        super::the_writer_groups_commits_and_acks_only_what_is_stored(super::sqlite(&dir).await)
+            .await;
     }
     #[tokio::test]
     async fn shutdown_flushes_what_is_queued() {
@@ -337,25 +428,42 @@ async fn a_database_outage_freezes_acks_fills_the_queue_then_drains_without_dupl
     let db = TestDb::create().await;
     postgres(&db).await; // migrated directly, then the writer goes through the proxy
     let proxy = Proxy::start(PG_HOST).await;
-    let store: Arc<dyn TrailStore> = Arc::new(PgTrailStore::connect(&db.url_via(proxy.addr), 2).await.unwrap());
+    let store: Arc<dyn TrailStore> = Arc::new(
+        PgTrailStore::connect(&db.url_via(proxy.addr), 2)
+            .await
+            .unwrap(),
+    );
     let direct = postgres(&db).await;
     let shutdown = CancellationToken::new();
-    let (writer, task) = TrailWriter::spawn(store, &trail_settings(CAPACITY, 100), shutdown.clone());
+    let (writer, task) =
+        TrailWriter::spawn(store, &trail_settings(CAPACITY, 100), shutdown.clone());
     let start = now_ms() - 3_600_000;
     let all = points("d1", "f1", 1..=3_000, start);
 
     // Before: acks flow.
-    writer.try_submit(all[..100].to_vec()).unwrap().await.unwrap().unwrap();
+    writer
+        .try_submit(all[..100].to_vec())
+        .unwrap()
+        .await
+        .unwrap()
+        .unwrap();
 
     proxy.cut();
     let mut pending = Vec::new();
     pending.push(writer.try_submit(all[100..150].to_vec()).unwrap());
-    eventually(Duration::from_secs(30), "the writer to notice the outage", || {
-        let healthy = writer.healthy();
-        async move { !healthy }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the writer to notice the outage",
+        || {
+            let healthy = writer.healthy();
+            async move { !healthy }
+        },
+    )
     .await;
-    assert!(pending[0].try_recv().is_err(), "nothing is acked while the database is away");
+    assert!(
+        pending[0].try_recv().is_err(),
+        "nothing is acked while the database is away"
+    );
 
     // The queue fills, then refuses; it never holds more than its capacity.
     let mut next = 150;
@@ -379,25 +487,41 @@ async fn a_database_outage_freezes_acks_fills_the_queue_then_drains_without_dupl
     assert_eq!(refused, 100, "a full queue refuses");
     assert!(!writer.healthy());
     for ack in &mut pending {
-        assert!(ack.try_recv().is_err(), "still nothing acked during the outage");
+        assert!(
+            ack.try_recv().is_err(),
+            "still nothing acked during the outage"
+        );
     }
     let accepted = next;
 
     proxy.restore();
     for ack in pending {
-        tokio::time::timeout(Duration::from_secs(60), ack).await.unwrap().unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(60), ack)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
     assert_eq!(writer.queued(), 0);
-    eventually(Duration::from_secs(10), "the writer to report healthy", || {
-        let healthy = writer.healthy();
-        async move { healthy }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the writer to report healthy",
+        || {
+            let healthy = writer.healthy();
+            async move { healthy }
+        },
+    )
     .await;
 
     // The app resends everything it holds unacked (and some it holds acked):
     // the trail ends complete, each fix once.
     for chunk in all[accepted - 500..].chunks(100) {
-        writer.try_submit(chunk.to_vec()).unwrap().await.unwrap().unwrap();
+        writer
+            .try_submit(chunk.to_vec())
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
     }
     let trail = direct.trail(&all_of("d1")).await.unwrap();
     assert_eq!(seqs(&trail), (1..=3_000).collect::<Vec<_>>());

@@ -40,18 +40,27 @@ pub fn summarize(points: &[TrailPoint]) -> Summary {
         }
     }
     let duration_s = match (points.first(), points.last()) {
-        (Some(a), Some(b)) => (b.position.ts().as_millis() - a.position.ts().as_millis()) as f64 / 1000.0,
+        (Some(a), Some(b)) => {
+            (b.position.ts().as_millis() - a.position.ts().as_millis()) as f64 / 1000.0
+        }
         _ => 0.0,
     };
-    let reported = points.iter().filter_map(|p| p.position.speed()).fold(None, |max: Option<f64>, s| {
-        Some(max.map_or(s, |m| m.max(s)))
-    });
+    let reported = points
+        .iter()
+        .filter_map(|p| p.position.speed())
+        .fold(None, |max: Option<f64>, s| {
+            Some(max.map_or(s, |m| m.max(s)))
+        });
     Summary {
         points: points.len(),
         distance_m,
         duration_s,
         max_speed_mps: reported.unwrap_or(fastest_segment),
-        avg_speed_mps: if duration_s > 0.0 { distance_m / duration_s } else { 0.0 },
+        avg_speed_mps: if duration_s > 0.0 {
+            distance_m / duration_s
+        } else {
+            0.0
+        },
     }
 }
 
@@ -87,7 +96,10 @@ fn project(points: &[TrailPoint]) -> LineString<f64> {
             lon += 360.0 * ((prev - lon) / 360.0).round();
         }
         previous_lon = Some(lon);
-        (lon.to_radians() * x_scale, p.position.lat().to_radians() * EARTH_RADIUS_M)
+        (
+            lon.to_radians() * x_scale,
+            p.position.lat().to_radians() * EARTH_RADIUS_M,
+        )
     });
     LineString::from(coords.collect::<Vec<_>>())
 }
@@ -102,8 +114,15 @@ mod tests {
             driver: DriverId::parse("d").unwrap(),
             fleet: FleetId::parse("f").unwrap(),
             seq,
-            position: Position::new(lat, lon, Timestamp::from_millis(seq as i64 * 1000), speed, None, None)
-                .unwrap(),
+            position: Position::new(
+                lat,
+                lon,
+                Timestamp::from_millis(seq as i64 * 1000),
+                speed,
+                None,
+                None,
+            )
+            .unwrap(),
         }
     }
 
@@ -130,10 +149,15 @@ mod tests {
 
     #[test]
     fn a_corner_survives_simplification() {
-        let mut line: Vec<TrailPoint> = (0..10).map(|i| fix(i, -12.05, -77.04 + i as f64 * 0.001, None)).collect();
+        let mut line: Vec<TrailPoint> = (0..10)
+            .map(|i| fix(i, -12.05, -77.04 + i as f64 * 0.001, None))
+            .collect();
         line.extend((10..20).map(|i| fix(i, -12.05 + (i - 9) as f64 * 0.001, -77.031, None)));
         let simple = simplify(line, 5.0);
-        assert_eq!(simple.iter().map(|p| p.seq).collect::<Vec<_>>(), vec![0, 9, 19]);
+        assert_eq!(
+            simple.iter().map(|p| p.seq).collect::<Vec<_>>(),
+            vec![0, 9, 19]
+        );
     }
 
     #[test]
@@ -149,14 +173,21 @@ mod tests {
 
     #[test]
     fn the_summary_measures_the_trip() {
-        let line: Vec<TrailPoint> = (0..11).map(|i| fix(i, 0.0, i as f64 * 0.001, None)).collect();
+        let line: Vec<TrailPoint> = (0..11)
+            .map(|i| fix(i, 0.0, i as f64 * 0.001, None))
+            .collect();
         let s = summarize(&line);
         assert_eq!(s.points, 11);
         assert!((s.distance_m - 1112.0).abs() < 2.0, "{}", s.distance_m);
         assert_eq!(s.duration_s, 10.0);
         assert!((s.avg_speed_mps - 111.2).abs() < 0.5);
-        assert!((s.max_speed_mps - 111.2).abs() < 0.5, "no reported speeds: segment speed");
-        let reported: Vec<TrailPoint> = (0..3).map(|i| fix(i, 0.0, 0.0, Some(3.0 + i as f64))).collect();
+        assert!(
+            (s.max_speed_mps - 111.2).abs() < 0.5,
+            "no reported speeds: segment speed"
+        );
+        let reported: Vec<TrailPoint> = (0..3)
+            .map(|i| fix(i, 0.0, 0.0, Some(3.0 + i as f64)))
+            .collect();
         assert_eq!(summarize(&reported).max_speed_mps, 5.0);
         assert_eq!(summarize(&[]).points, 0);
     }

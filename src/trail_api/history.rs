@@ -50,10 +50,15 @@ fn parse_instant(name: &str, raw: &str) -> Result<Timestamp, ApiError> {
         return Ok(Timestamp::from_millis(ms));
     }
     let text = raw.trim().replace(' ', "+");
-    let at = OffsetDateTime::parse(&text, &Rfc3339)
-        .map_err(|_| invalid(format!("{name} must be RFC 3339 (2025-05-01T08:00:00Z) or milliseconds since the epoch")))?;
+    let at = OffsetDateTime::parse(&text, &Rfc3339).map_err(|_| {
+        invalid(format!(
+            "{name} must be RFC 3339 (2025-05-01T08:00:00Z) or milliseconds since the epoch"
+        ))
+    })?;
     let ms = at.unix_timestamp_nanos() / 1_000_000;
-    i64::try_from(ms).map(Timestamp::from_millis).map_err(|_| invalid(format!("{name} is out of range")))
+    i64::try_from(ms)
+        .map(Timestamp::from_millis)
+        .map_err(|_| invalid(format!("{name} is out of range")))
 }
 
 /// The parsed request, every value checked.
@@ -68,10 +73,18 @@ struct Request {
 
 impl Params {
     fn check(&self, default_to: Timestamp) -> Result<Request, ApiError> {
-        let to = self.to.as_deref().map(|t| parse_instant("to", t)).transpose()?.unwrap_or(default_to);
+        let to = self
+            .to
+            .as_deref()
+            .map(|t| parse_instant("to", t))
+            .transpose()?
+            .unwrap_or(default_to);
         let from = match self.from.as_deref() {
             Some(f) => parse_instant("from", f)?,
-            None => Timestamp::from_millis(to.as_millis().saturating_sub(DEFAULT_SPAN.as_millis() as i64)),
+            None => Timestamp::from_millis(
+                to.as_millis()
+                    .saturating_sub(DEFAULT_SPAN.as_millis() as i64),
+            ),
         };
         if from > to {
             return Err(invalid("from must not be after to"));
@@ -82,7 +95,9 @@ impl Params {
         }
         let simplify_m = match self.simplify {
             Some(m) if !(m.is_finite() && (0.0..=MAX_SIMPLIFY_M).contains(&m)) => {
-                return Err(invalid(format!("simplify must be a tolerance in metres, 0 to {MAX_SIMPLIFY_M}")));
+                return Err(invalid(format!(
+                    "simplify must be a tolerance in metres, 0 to {MAX_SIMPLIFY_M}"
+                )));
             }
             other => other.filter(|m| *m > 0.0),
         };
@@ -107,10 +122,14 @@ pub(super) async fn trail(
     path: web::Path<String>,
     params: web::Query<Params>,
 ) -> Result<HttpResponse, ApiError> {
-    let identity = state.auth.authorize(&req, &[Role::Dispatcher, Role::Admin])?;
-    let driver = DriverId::parse(&path).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
+    let identity = state
+        .auth
+        .authorize(&req, &[Role::Dispatcher, Role::Admin])?;
+    let driver =
+        DriverId::parse(&path).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
     let max_future = Duration::from_secs(state.settings.driver.max_future_secs);
-    let default_to = Timestamp::from_millis(Timestamp::now().as_millis() + max_future.as_millis() as i64);
+    let default_to =
+        Timestamp::from_millis(Timestamp::now().as_millis() + max_future.as_millis() as i64);
     let request = params.check(default_to)?;
     let unavailable = |e: crate::trail_store::StoreError| ApiError::unavailable(e.to_string());
 
@@ -241,7 +260,11 @@ impl Trail<'_> {
             kind: "Feature",
             geometry: LineStringGeometry {
                 kind: "LineString",
-                coordinates: self.points.iter().map(|p| [p.position.lon(), p.position.lat()]).collect(),
+                coordinates: self
+                    .points
+                    .iter()
+                    .map(|p| [p.position.lon(), p.position.lat()])
+                    .collect(),
             },
             properties: FeatureProperties {
                 driver: self.driver,
@@ -275,13 +298,19 @@ mod tests {
         assert_eq!(ms("1764000000000"), 1_764_000_000_000);
         assert_eq!(ms("2025-11-24T16:00:00Z"), 1_764_000_000_000);
         assert_eq!(ms("2025-11-24T18:00:00.5+02:00"), 1_764_000_000_500);
-        assert_eq!(ms("2025-11-24T18:00:00 02:00"), 1_764_000_000_000, "a decoded + is a space");
+        assert_eq!(
+            ms("2025-11-24T18:00:00 02:00"),
+            1_764_000_000_000,
+            "a decoded + is a space"
+        );
         assert!(parse_instant("from", "yesterday").is_err());
     }
 
     #[test]
     fn the_range_defaults_to_the_day_before_to() {
-        let r = params(None, None).check(Timestamp::from_millis(100_000_000)).unwrap();
+        let r = params(None, None)
+            .check(Timestamp::from_millis(100_000_000))
+            .unwrap();
         assert_eq!(r.to.as_millis(), 100_000_000);
         assert_eq!(r.from.as_millis(), 100_000_000 - 86_400_000);
         assert_eq!(r.limit, DEFAULT_LIMIT);

@@ -38,11 +38,15 @@ pub(super) async fn positions(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let identity = state.auth.authorize(&req, &[Role::Driver])?;
-    let me = identity
-        .as_driver()
-        .ok_or_else(|| ApiError::bad_request("invalid_id", "the token's subject is not a valid driver id"))?;
-    let body: Body = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(ErrorCode::BadJson.as_str(), format!("expected {{\"items\":[...]}}: {e}")))?;
+    let me = identity.as_driver().ok_or_else(|| {
+        ApiError::bad_request("invalid_id", "the token's subject is not a valid driver id")
+    })?;
+    let body: Body = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            ErrorCode::BadJson.as_str(),
+            format!("expected {{\"items\":[...]}}: {e}"),
+        )
+    })?;
     let max = state.settings.driver.max_batch_items;
     if body.items.len() > max {
         return Err(ApiError::bad_request(
@@ -60,7 +64,11 @@ pub(super) async fn positions(
 }
 
 /// Checks every fix; the valid ones go live at once (fan-out never waits for the database).
-fn validate(state: &AppState, me: &DriverIdentity, items: &[WireFix]) -> (Vec<TrailPoint>, Vec<Rejected>) {
+fn validate(
+    state: &AppState,
+    me: &DriverIdentity,
+    items: &[WireFix],
+) -> (Vec<TrailPoint>, Vec<Rejected>) {
     let window = state.settings.time_window();
     let now = Timestamp::now();
     let mut points = Vec::with_capacity(items.len());
@@ -68,7 +76,9 @@ fn validate(state: &AppState, me: &DriverIdentity, items: &[WireFix]) -> (Vec<Tr
     for fix in items {
         match fix.validate(&window, now) {
             Ok((seq, position)) => {
-                if let crate::hub::PublishOutcome::Late = state.hub.publish(&me.driver, &me.fleet, &position) {
+                if let crate::hub::PublishOutcome::Late =
+                    state.hub.publish(&me.driver, &me.fleet, &position)
+                {
                     m::late();
                 }
                 points.push(TrailPoint {
@@ -93,7 +103,11 @@ fn validate(state: &AppState, me: &DriverIdentity, items: &[WireFix]) -> (Vec<Tr
 
 /// Queues the points and waits for their commit; 503 `storage_unavailable`
 /// when the queue refuses them or the commit fails (nothing was acked: resend).
-async fn commit(state: &AppState, me: &DriverIdentity, points: Vec<TrailPoint>) -> Result<(), ApiError> {
+async fn commit(
+    state: &AppState,
+    me: &DriverIdentity,
+    points: Vec<TrailPoint>,
+) -> Result<(), ApiError> {
     let n = points.len() as u64;
     let top = points.iter().map(|p| p.seq).max().unwrap_or(0);
     let refused = |message: String| {

@@ -84,6 +84,14 @@ pub trait TrailStore: Send + Sync + 'static {
 
     /// "postgres" or "sqlite", for logs and metrics.
     fn backend(&self) -> &'static str;
+
+    /// How many `append`s the writer may run at once. Concurrent appends must
+    /// be safe (they are: each is one transaction, and dedup and the driver
+    /// records do not depend on commit order); more than one pays only where
+    /// the database can work on them in parallel.
+    fn max_concurrent_appends(&self) -> usize {
+        1
+    }
 }
 
 /// Opens the configured store and brings its schema up to date: PostgreSQL

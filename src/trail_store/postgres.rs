@@ -24,18 +24,19 @@ const PARTITION_DAYS_BACK: i64 = 8;
 /// ...and this many days ahead, renewed hourly by maintenance.
 const PARTITION_DAYS_AHEAD: i64 = 3;
 
-/// Inserts the positions and upserts the drivers in one statement, hence one
-/// round trip and one commit. Data-modifying CTEs always run to completion,
-/// and the statement is atomic: both tables change together or not at all.
-const APPEND: &str = r#"
-WITH stored AS (
-    INSERT INTO positions (driver_id, fleet_id, seq, ts, lat, lon, speed, heading, acc)
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::float8[],
-                         $6::float8[], $7::float8[], $8::float8[], $9::float8[])
-    ON CONFLICT DO NOTHING
-)
+/// The batch's positions; a fix already stored is skipped.
+const INSERT_POSITIONS: &str = r#"
+INSERT INTO positions (driver_id, fleet_id, seq, ts, lat, lon, speed, heading, acc)
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::float8[],
+                     $6::float8[], $7::float8[], $8::float8[], $9::float8[])
+ON CONFLICT DO NOTHING
+"#;
+
+/// One row per driver of the batch. `last_seq` only grows and the last
+/// position only moves to a newer fix, so the order of commits is irrelevant.
+const UPSERT_DRIVERS: &str = r#"
 INSERT INTO drivers AS d (driver_id, fleet_id, last_seq, last_ts, last_lat, last_lon)
-SELECT * FROM UNNEST($10::text[], $11::text[], $12::int8[], $13::int8[], $14::float8[], $15::float8[])
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::float8[], $6::float8[])
 ON CONFLICT (driver_id) DO UPDATE SET
     last_seq   = GREATEST(d.last_seq, EXCLUDED.last_seq),
     fleet_id   = CASE WHEN EXCLUDED.last_ts >= d.last_ts THEN EXCLUDED.fleet_id ELSE d.fleet_id END,
@@ -44,6 +45,10 @@ ON CONFLICT (driver_id) DO UPDATE SET
     last_ts    = GREATEST(d.last_ts, EXCLUDED.last_ts),
     updated_at = now()
 "#;
+
+/// Two appends at once keep both cores busy: one backend inserts while the
+/// other waits for its WAL flush.
+const CONCURRENT_APPENDS: usize = 2;
 
 /// Ordered like the primary key, so the index serves range and order.
 const TRAIL: &str = r#"
@@ -158,9 +163,9 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    fn of_points(points: &'a [TrailPoint]) -> Result<Self, StoreError> {
+    fn of_points(points: &[&'a TrailPoint]) -> Result<Self, StoreError> {
         let mut c = Columns::default();
-        for p in points {
+        for p in points.iter().copied() {
             c.driver.push(p.driver.as_str());
             c.fleet.push(p.fleet.as_str());
             c.seq.push(seq_to_db(p.seq)?);
@@ -213,13 +218,25 @@ fn point_from_row(row: &PgRow) -> Result<TrailPoint, StoreError> {
 
 #[async_trait]
 impl TrailStore for PgTrailStore {
+    /// Positions first, then the drivers, in one transaction. Rows go in
+    /// primary-key order: index inserts stay local, and concurrent appends
+    /// take locks in one order, so they wait for each other but never deadlock.
     async fn append(&self, points: &[TrailPoint]) -> Result<(), StoreError> {
         if points.is_empty() {
             return Ok(());
         }
-        let p = Columns::of_points(points)?;
+        let mut sorted: Vec<&TrailPoint> = points.iter().collect();
+        sorted.sort_unstable_by(|a, b| {
+            (a.driver.as_str(), a.position.ts(), a.seq).cmp(&(
+                b.driver.as_str(),
+                b.position.ts(),
+                b.seq,
+            ))
+        });
+        let p = Columns::of_points(&sorted)?;
         let d = Columns::of_drivers(points)?;
-        sqlx::query(APPEND)
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(INSERT_POSITIONS)
             .bind(p.driver)
             .bind(p.fleet)
             .bind(p.seq)
@@ -229,14 +246,18 @@ impl TrailStore for PgTrailStore {
             .bind(p.speed)
             .bind(p.heading)
             .bind(p.acc)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(UPSERT_DRIVERS)
             .bind(d.driver)
             .bind(d.fleet)
             .bind(d.seq)
             .bind(d.ts)
             .bind(d.lat)
             .bind(d.lon)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -302,5 +323,9 @@ impl TrailStore for PgTrailStore {
 
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn max_concurrent_appends(&self) -> usize {
+        CONCURRENT_APPENDS
     }
 }

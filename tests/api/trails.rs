@@ -29,7 +29,12 @@ fn seqs_of(trail: &Value) -> Vec<u64> {
 }
 
 async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
-    let res = http.get(url).bearer_auth(token).send().await.expect("request");
+    let res = http
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(Value::Null))
 }
@@ -39,7 +44,9 @@ async fn publish_all(d: &mut DriverClient, seqs: std::ops::RangeInclusive<u64>, 
     let last = *seqs.end();
     let items: Vec<Value> = seqs.map(|s| fix(s, start + s as i64 * 1000)).collect();
     for chunk in items.chunks(50) {
-        d.client.send(&json!({"type": "batch", "items": chunk})).await;
+        d.client
+            .send(&json!({"type": "batch", "items": chunk}))
+            .await;
     }
     d.ack_covering(last).await;
 }
@@ -60,7 +67,11 @@ struct HubProcess {
 
 impl HubProcess {
     async fn start(backend: &Backend<'_>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_fleethub"));
         cmd.arg("serve")
             .env_remove("DATABASE_URL")
@@ -81,17 +92,25 @@ impl HubProcess {
         };
         let http = reqwest::Client::new();
         let healthz = format!("http://127.0.0.1:{port}/healthz");
-        support::eventually(Duration::from_secs(30), "the hub process to answer /healthz", || {
-            let req = http.get(&healthz).send();
-            async move { req.await.is_ok_and(|r| r.status().is_success()) }
-        })
+        support::eventually(
+            Duration::from_secs(30),
+            "the hub process to answer /healthz",
+            || {
+                let req = http.get(&healthz).send();
+                async move { req.await.is_ok_and(|r| r.status().is_success()) }
+            },
+        )
         .await;
         hub
     }
 
     async fn driver(&self, sub: &str, fleet: &str) -> DriverClient {
         let token = token(Role::Driver, sub, Some(fleet));
-        let mut client = Client::connect(&format!("ws://127.0.0.1:{}/ws/driver?access_token={token}", self.port)).await;
+        let mut client = Client::connect(&format!(
+            "ws://127.0.0.1:{}/ws/driver?access_token={token}",
+            self.port
+        ))
+        .await;
         let welcome = client.next_of("welcome").await;
         DriverClient { client, welcome }
     }
@@ -118,9 +137,20 @@ async fn acked_positions_survive_kill_9(backend: Backend<'_>) {
 
     let hub = HubProcess::start(&backend).await;
     let d = hub.driver("d1", "acme").await;
-    assert_eq!(d.welcome["last_seq"], 300, "the app resends only what is missing");
-    let url = format!("http://127.0.0.1:{}/api/v1/drivers/d1/trail?from={start}", hub.port);
-    let (status, trail) = get_json(&reqwest::Client::new(), &url, &token(Role::Dispatcher, "disp", Some("acme"))).await;
+    assert_eq!(
+        d.welcome["last_seq"], 300,
+        "the app resends only what is missing"
+    );
+    let url = format!(
+        "http://127.0.0.1:{}/api/v1/drivers/d1/trail?from={start}",
+        hub.port
+    );
+    let (status, trail) = get_json(
+        &reqwest::Client::new(),
+        &url,
+        &token(Role::Dispatcher, "disp", Some("acme")),
+    )
+    .await;
     assert_eq!(status, 200, "{trail}");
     assert_eq!(seqs_of(&trail), (1..=300).collect::<Vec<_>>());
     hub.kill_9().await;
@@ -166,19 +196,29 @@ async fn the_trail_is_json_with_a_summary_filtered_by_from_and_to() {
     publish_all(&mut d, 1..=10, start).await;
     let token = app.token(Role::Dispatcher, "disp", Some("acme"));
 
-    let url = app.url(&format!("/api/v1/drivers/d1/trail?from={}&to={}", start + 3000, start + 6000));
+    let url = app.url(&format!(
+        "/api/v1/drivers/d1/trail?from={}&to={}",
+        start + 3000,
+        start + 6000
+    ));
     let (status, trail) = get_json(&app.http, &url, &token).await;
     assert_eq!(status, 200);
     assert_eq!(seqs_of(&trail), vec![3, 4, 5, 6]);
     assert_eq!(trail["driver"], "d1");
     assert_eq!(trail["fleet"], "acme");
     let p = &trail["points"][0];
-    assert_eq!((p["ts"].as_i64(), p["lat"].as_f64(), p["speed"].as_f64()), (Some(start + 3000), Some(-12.05), Some(8.0)));
+    assert_eq!(
+        (p["ts"].as_i64(), p["lat"].as_f64(), p["speed"].as_f64()),
+        (Some(start + 3000), Some(-12.05), Some(8.0))
+    );
     let s = &trail["summary"];
     assert_eq!(s["points"], 4);
     assert_eq!(s["duration_s"], 3.0);
     let distance = s["distance_m"].as_f64().unwrap();
-    assert!((distance - 32.7).abs() < 0.5, "3 steps of 0.0001° at 12°S: {distance}");
+    assert!(
+        (distance - 32.7).abs() < 0.5,
+        "3 steps of 0.0001° at 12°S: {distance}"
+    );
     assert_eq!(s["max_speed_mps"], 8.0);
 
     // RFC 3339 bounds mean the same thing as milliseconds.
@@ -188,7 +228,11 @@ async fn the_trail_is_json_with_a_summary_filtered_by_from_and_to() {
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap()
     };
-    let url = app.url(&format!("/api/v1/drivers/d1/trail?from={}&to={}&limit=2", rfc(start + 3000), rfc(start + 6000)));
+    let url = app.url(&format!(
+        "/api/v1/drivers/d1/trail?from={}&to={}&limit=2",
+        rfc(start + 3000),
+        rfc(start + 6000)
+    ));
     let (_, trail) = get_json(&app.http, &url, &token).await;
     assert_eq!(seqs_of(&trail), vec![3, 4]);
     assert_eq!(trail["truncated"], true);
@@ -200,8 +244,16 @@ async fn the_trail_as_geojson_is_a_linestring_in_lon_lat_order_with_timestamps()
     let start = now_ms() - 60_000;
     let mut d = app.driver("d1", "acme").await;
     publish_all(&mut d, 1..=3, start).await;
-    let url = app.url(&format!("/api/v1/drivers/d1/trail?from={start}&format=geojson"));
-    let res = app.http.get(&url).bearer_auth(app.token(Role::Admin, "ops", None)).send().await.unwrap();
+    let url = app.url(&format!(
+        "/api/v1/drivers/d1/trail?from={start}&format=geojson"
+    ));
+    let res = app
+        .http
+        .get(&url)
+        .bearer_auth(app.token(Role::Admin, "ops", None))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers()["content-type"], "application/geo+json");
     let f: Value = res.json().await.unwrap();
 
@@ -212,7 +264,10 @@ async fn the_trail_as_geojson_is_a_linestring_in_lon_lat_order_with_timestamps()
     assert_eq!(first[1].as_f64(), Some(-12.05), "latitude second");
     assert_eq!(f["geometry"]["coordinates"].as_array().unwrap().len(), 3);
     assert_eq!(f["properties"]["driver"], "d1");
-    assert_eq!(f["properties"]["timestamps"], json!([start + 1000, start + 2000, start + 3000]));
+    assert_eq!(
+        f["properties"]["timestamps"],
+        json!([start + 1000, start + 2000, start + 3000])
+    );
     assert_eq!(f["properties"]["summary"]["points"], 3);
 }
 
@@ -229,14 +284,22 @@ async fn simplification_reduces_a_noisy_straight_line() {
         })
         .collect();
     for chunk in items.chunks(50) {
-        d.client.send(&json!({"type": "batch", "items": chunk})).await;
+        d.client
+            .send(&json!({"type": "batch", "items": chunk}))
+            .await;
     }
     d.ack_covering(200).await;
     let token = app.token(Role::Admin, "ops", None);
 
-    let url = app.url(&format!("/api/v1/drivers/d1/trail?from={start}&simplify=10"));
+    let url = app.url(&format!(
+        "/api/v1/drivers/d1/trail?from={start}&simplify=10"
+    ));
     let (_, simple) = get_json(&app.http, &url, &token).await;
-    assert_eq!(seqs_of(&simple), vec![1, 200], "a straight line keeps its ends");
+    assert_eq!(
+        seqs_of(&simple),
+        vec![1, 200],
+        "a straight line keeps its ends"
+    );
     let url = app.url(&format!("/api/v1/drivers/d1/trail?from={start}"));
     let (_, full) = get_json(&app.http, &url, &token).await;
     assert_eq!(seqs_of(&full).len(), 200);
@@ -253,16 +316,42 @@ async fn a_dispatcher_sees_only_its_own_fleets_trails() {
     publish_all(&mut d, 1..=1, now_ms() - 10_000).await;
     let url = app.url("/api/v1/drivers/d1/trail");
 
-    let (status, body) = get_json(&app.http, &url, &app.token(Role::Dispatcher, "disp", Some("other"))).await;
-    assert_eq!(status, 404, "another fleet's driver looks like no driver: {body}");
-    let (status, _) = get_json(&app.http, &app.url("/api/v1/drivers/nobody/trail"), &app.token(Role::Admin, "ops", None)).await;
+    let (status, body) = get_json(
+        &app.http,
+        &url,
+        &app.token(Role::Dispatcher, "disp", Some("other")),
+    )
+    .await;
+    assert_eq!(
+        status, 404,
+        "another fleet's driver looks like no driver: {body}"
+    );
+    let (status, _) = get_json(
+        &app.http,
+        &app.url("/api/v1/drivers/nobody/trail"),
+        &app.token(Role::Admin, "ops", None),
+    )
+    .await;
     assert_eq!(status, 404);
-    let (status, _) = get_json(&app.http, &url, &app.token(Role::Driver, "d1", Some("acme"))).await;
+    let (status, _) = get_json(
+        &app.http,
+        &url,
+        &app.token(Role::Driver, "d1", Some("acme")),
+    )
+    .await;
     assert_eq!(status, 403, "drivers do not read trails");
     let (status, body) = get_json(&app.http, &url, &app.token(Role::Admin, "ops", None)).await;
     assert_eq!((status, seqs_of(&body)), (200, vec![1]));
-    let (status, body) = get_json(&app.http, &format!("{url}?from=tomorrow"), &app.token(Role::Admin, "ops", None)).await;
-    assert_eq!((status, &body["error"]["code"]), (400, &json!("invalid_query")));
+    let (status, body) = get_json(
+        &app.http,
+        &format!("{url}?from=tomorrow"),
+        &app.token(Role::Admin, "ops", None),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("invalid_query"))
+    );
 }
 
 #[tokio::test]
@@ -273,9 +362,20 @@ async fn positions_posted_over_http_are_acked_after_the_commit_and_shown_live() 
     let start = now_ms() - 60_000;
     let mut items: Vec<Value> = (1..=20).map(|s| fix(s, start + s as i64 * 1000)).collect();
     items.push(json!({"seq": 21, "ts": start + 21_000, "lat": 91.0, "lon": 0.0}));
-    let post = |body: Value, token: String| app.http.post(app.url("/api/v1/positions")).bearer_auth(token).json(&body).send();
+    let post = |body: Value, token: String| {
+        app.http
+            .post(app.url("/api/v1/positions"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
 
-    let res = post(json!({"items": items}), app.token(Role::Driver, "d1", Some("acme"))).await.unwrap();
+    let res = post(
+        json!({"items": items}),
+        app.token(Role::Driver, "d1", Some("acme")),
+    )
+    .await
+    .unwrap();
     assert_eq!(res.status(), 200);
     let answer: Value = res.json().await.unwrap();
     assert_eq!(answer["ack"], 20);
@@ -285,14 +385,30 @@ async fn positions_posted_over_http_are_acked_after_the_commit_and_shown_live() 
     let d1 = fleethub::domain::DriverId::parse("d1").unwrap();
     assert_eq!(app.state.store.last_seq(&d1).await.unwrap(), 20);
     let seen = dash.items_until_ts("d1", start + 20_000).await;
-    assert!(item_of(&seen, "d1").is_some(), "fan-out carries HTTP uploads too");
+    assert!(
+        item_of(&seen, "d1").is_some(),
+        "fan-out carries HTTP uploads too"
+    );
 
-    let res = post(json!({"items": items}), app.token(Role::Dispatcher, "x", Some("acme"))).await.unwrap();
+    let res = post(
+        json!({"items": items}),
+        app.token(Role::Dispatcher, "x", Some("acme")),
+    )
+    .await
+    .unwrap();
     assert_eq!(res.status(), 403);
     let too_many: Vec<Value> = (1..=1001).map(|s| fix(s, start)).collect();
-    let res = post(json!({"items": too_many}), app.token(Role::Driver, "d1", Some("acme"))).await.unwrap();
+    let res = post(
+        json!({"items": too_many}),
+        app.token(Role::Driver, "d1", Some("acme")),
+    )
+    .await
+    .unwrap();
     assert_eq!(res.status(), 400);
-    assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "batch_too_large");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "batch_too_large"
+    );
 }
 
 // ---- a database outage, seen from the apps ----
@@ -315,9 +431,13 @@ async fn a_database_outage_keeps_fan_out_freezes_acks_and_recovers_without_loss(
 
     proxy.cut();
     // Up to the queue's room the fixes are taken (not acked), beyond it refused.
-    let items: Vec<Value> = (11..=200).map(|s| fix(s, start + s as i64 * 1000)).collect();
+    let items: Vec<Value> = (11..=200)
+        .map(|s| fix(s, start + s as i64 * 1000))
+        .collect();
     for chunk in items.chunks(10) {
-        d.client.send(&json!({"type": "batch", "items": chunk})).await;
+        d.client
+            .send(&json!({"type": "batch", "items": chunk}))
+            .await;
     }
     let mut acked_during_outage = Vec::new();
     let refusal = loop {
@@ -329,7 +449,10 @@ async fn a_database_outage_keeps_fan_out_freezes_acks_and_recovers_without_loss(
         }
     };
     assert_eq!(refusal["code"], "storage_unavailable");
-    assert!(acked_during_outage.iter().all(|&s| s <= 10), "acks froze: {acked_during_outage:?}");
+    assert!(
+        acked_during_outage.iter().all(|&s| s <= 10),
+        "acks froze: {acked_during_outage:?}"
+    );
     // Live fan-out goes on: the dashboard sees the newest fix.
     dash.items_until_ts("d1", start + 200_000).await;
     let ready = app.http.get(app.url("/readyz")).send().await.unwrap();

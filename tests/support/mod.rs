@@ -30,9 +30,11 @@ impl TestDb {
     /// PostgreSQL is not reachable: these tests never skip.
     pub async fn create() -> Self {
         let name = format!("fleethub_test_{:016x}", rand::random::<u64>());
-        let mut admin = PgConnection::connect(&admin_url()).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL must be running at {PG_HOST} (user {PG_USER}, trust auth): {e}")
-        });
+        let mut admin = PgConnection::connect(&admin_url())
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL must be running at {PG_HOST} (user {PG_USER}, trust auth): {e}")
+            });
         admin
             .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .await
@@ -56,11 +58,15 @@ impl Drop for TestDb {
         // a runtime of its own on a thread of its own.
         let name = self.name.clone();
         let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async {
                 let mut admin = PgConnection::connect(&admin_url()).await?;
                 admin
-                    .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                    .execute(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
                     .await?;
                 Ok::<_, sqlx::Error>(())
             })?;
@@ -108,7 +114,9 @@ impl Proxy {
 }
 
 async fn pipe(mut client: TcpStream, upstream: &str, mut up: watch::Receiver<bool>) {
-    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+    let Ok(mut server) = TcpStream::connect(upstream).await else {
+        return;
+    };
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
         _ = up.wait_for(|up| !*up) => {}
@@ -123,7 +131,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + limit;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -135,12 +146,25 @@ pub fn point(driver: &str, fleet: &str, seq: Seq, ts_ms: i64) -> TrailPoint {
         driver: DriverId::parse(driver).unwrap(),
         fleet: FleetId::parse(fleet).unwrap(),
         seq,
-        position: Position::new(-12.05, lon, Timestamp::from_millis(ts_ms), Some(8.5), Some(90.0), Some(5.0))
-            .unwrap(),
+        position: Position::new(
+            -12.05,
+            lon,
+            Timestamp::from_millis(ts_ms),
+            Some(8.5),
+            Some(90.0),
+            Some(5.0),
+        )
+        .unwrap(),
     }
 }
 
 /// Points `seqs` of one driver, a second apart from `start_ms`.
-pub fn points(driver: &str, fleet: &str, seqs: std::ops::RangeInclusive<Seq>, start_ms: i64) -> Vec<TrailPoint> {
-    seqs.map(|s| point(driver, fleet, s, start_ms + s as i64 * 1000)).collect()
+pub fn points(
+    driver: &str,
+    fleet: &str,
+    seqs: std::ops::RangeInclusive<Seq>,
+    start_ms: i64,
+) -> Vec<TrailPoint> {
+    seqs.map(|s| point(driver, fleet, s, start_ms + s as i64 * 1000))
+        .collect()
 }
