@@ -122,8 +122,8 @@ fn token(
 
 fn migrate(settings: Settings) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let store = fleethub::trail_store::connect(&settings).await?;
-        println!("migrations applied ({})", store.backend());
+        fleethub::trail_store::migrate(&settings).await?;
+        println!("migrations applied");
         Ok(())
     })
 }

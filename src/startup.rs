@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App, HttpServer, dev::Server, web};
+use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::task::JoinHandle;
@@ -41,6 +42,7 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     writer_task: JoinHandle<()>,
+    writer_stop: CancellationToken,
 }
 
 impl Application {
@@ -56,10 +58,20 @@ impl Application {
         let listener = TcpListener::bind(listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (`listen`): {e}"))?;
         let port = listener.local_addr()?.port();
-        let store = trail_store::connect(&settings).await?;
+        let store = trail_store::connect(&settings)
+            .await
+            .context("opening the trail store (`database.url` / `database.sqlite_path`)")?;
         let shutdown = CancellationToken::new();
-        let writer = TrailWriter::in_memory();
-        let writer_task = tokio::spawn(async {});
+        // The writer has its own token: it must outlive the sessions, to flush
+        // what they queued after they are gone.
+        let writer_stop = CancellationToken::new();
+        let (writer, writer_task) =
+            TrailWriter::spawn(Arc::clone(&store), &settings.trails, writer_stop.clone());
+        tokio::spawn(trail_store::run_retention(
+            Arc::clone(&store),
+            settings.trails.retention_days,
+            shutdown.clone(),
+        ));
         let node_id = node_id(&settings);
         let state = web::Data::new(AppState {
             settings: Arc::new(settings),
@@ -82,6 +94,7 @@ impl Application {
             server,
             state,
             writer_task,
+            writer_stop,
         })
     }
 
@@ -109,6 +122,7 @@ impl Application {
         // accepting and waits for in-flight requests.
         handle.stop(true).await;
         let _ = server.await;
+        self.writer_stop.cancel();
         match tokio::time::timeout(SHUTDOWN_GRACE, self.writer_task).await {
             Ok(_) => tracing::info!("trail queue flushed"),
             Err(_) => tracing::error!("trail queue not flushed in time"),

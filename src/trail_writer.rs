@@ -1,16 +1,32 @@
 //! The path from driver actors to the trail store: a bounded queue, group
 //! commits, and a completion per submission so acks follow commits.
 //!
-//! Interim version: it accepts in memory and completes at once (the hub's first
-//! milestone, where `ack` means "accepted"). The durable writer replaces the
-//! body of this module; its interface stays.
+//! Queue policy: room is counted in positions (`trails.queue_capacity`) by a
+//! semaphore. A submission takes permits for all of its points or is refused
+//! at once with [`QueueFull`]; the permits go back only when its commit is
+//! resolved. So while the database is down the queue fills, memory stays
+//! bounded, and callers tell drivers `storage_unavailable` instead of
+//! dropping anything silently.
+//!
+//! Commit policy: one task takes submissions until it holds
+//! `trails.flush_max_rows` positions or `trails.flush_interval_ms` has passed
+//! since the first, appends them in one transaction, then resolves every
+//! submission. A failed append keeps the batch and retries it with
+//! exponential backoff; retrying is safe because the store skips fixes it
+//! already holds. Nothing is resolved `Ok` before its commit.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
+use crate::config::TrailSettings;
 use crate::domain::TrailPoint;
-use crate::trail_store::StoreError;
+use crate::trail_store::{StoreError, TrailStore};
 
 /// Resolves when the submitted points are committed.
 pub type Committed = oneshot::Receiver<Result<(), StoreError>>;
@@ -19,34 +35,307 @@ pub type Committed = oneshot::Receiver<Result<(), StoreError>>;
 #[error("the trail queue is full")]
 pub struct QueueFull;
 
+/// First pause after a failed commit; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(3);
+/// An append that has not finished by then is abandoned and retried: a
+/// half-open connection must not freeze the writer. (Retrying is idempotent.)
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// After shutdown, how long the writer keeps retrying a failing database
+/// before it gives up on what is queued (which was never acked, so the
+/// apps still hold it and resend it).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// One caller's points, with the room they hold and where the outcome goes.
+struct Submission {
+    points: Vec<TrailPoint>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+    room: OwnedSemaphorePermit,
+}
+
+/// A submission whose points were moved into the batch.
+struct Pending {
+    done: oneshot::Sender<Result<(), StoreError>>,
+    room: OwnedSemaphorePermit,
+}
+
+struct Shared {
+    room: Arc<Semaphore>,
+    capacity: usize,
+    db_failing: AtomicBool,
+}
+
+impl Shared {
+    fn queued(&self) -> usize {
+        self.capacity.saturating_sub(self.room.available_permits())
+    }
+
+    fn publish_queued(&self) {
+        metrics::gauge!("fleethub_trail_queued_positions").set(self.queued() as f64);
+    }
+}
+
 #[derive(Clone)]
 pub struct TrailWriter {
-    inner: Arc<()>,
+    tx: mpsc::Sender<Submission>,
+    shared: Arc<Shared>,
 }
 
 impl TrailWriter {
-    pub fn in_memory() -> Self {
-        Self {
-            inner: Arc::new(()),
-        }
+    /// Starts the writer task. It runs until `shutdown` is cancelled, then
+    /// flushes everything queued (retrying for up to [`SHUTDOWN_GRACE`]) and exits.
+    pub fn spawn(
+        store: Arc<dyn TrailStore>,
+        settings: &TrailSettings,
+        shutdown: CancellationToken,
+    ) -> (TrailWriter, JoinHandle<()>) {
+        let capacity = settings.queue_capacity.max(1);
+        let shared = Arc::new(Shared {
+            room: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            db_failing: AtomicBool::new(false),
+        });
+        // Every submission holds at least one permit, so this channel never
+        // holds more messages than the semaphore allows positions.
+        let (tx, rx) = mpsc::channel(capacity);
+        let task = WriterTask {
+            store,
+            rx,
+            shared: shared.clone(),
+            max_rows: settings.flush_max_rows.max(1),
+            interval: Duration::from_millis(settings.flush_interval_ms),
+            shutdown,
+            give_up_at: None,
+        };
+        let handle = tokio::spawn(task.run());
+        (TrailWriter { tx, shared }, handle)
     }
 
     /// Queues the points. Fails at once with [`QueueFull`] when the bounded
     /// queue has no room for all of them (nothing is queued then).
     pub fn try_submit(&self, points: Vec<TrailPoint>) -> Result<Committed, QueueFull> {
-        let _ = (&self.inner, points);
-        let (tx, rx) = oneshot::channel();
-        let _ = tx.send(Ok(()));
-        Ok(rx)
+        let (done, committed) = oneshot::channel();
+        if points.is_empty() {
+            let _ = done.send(Ok(()));
+            return Ok(committed);
+        }
+        // A seq the databases cannot hold would fail every retry of the
+        // batch it joined; refuse it here, alone, instead.
+        if let Some(p) = points.iter().find(|p| i64::try_from(p.seq).is_err()) {
+            let _ = done.send(Err(StoreError::Corrupt(format!(
+                "seq {} exceeds the storable range",
+                p.seq
+            ))));
+            return Ok(committed);
+        }
+        let n = points.len();
+        let room = u32::try_from(n)
+            .ok()
+            .and_then(|n| self.shared.room.clone().try_acquire_many_owned(n).ok())
+            .ok_or_else(|| self.refuse(n))?;
+        self.tx
+            .try_send(Submission { points, done, room })
+            .map_err(|_| self.refuse(n))?;
+        self.shared.publish_queued();
+        Ok(committed)
     }
 
-    /// Positions waiting for a commit.
+    fn refuse(&self, n: usize) -> QueueFull {
+        metrics::counter!("fleethub_trail_refused_positions_total").increment(n as u64);
+        QueueFull
+    }
+
+    /// Positions waiting for a commit (including the batch being committed).
     pub fn queued(&self) -> usize {
-        0
+        self.shared.queued()
     }
 
-    /// False while the database is unreachable or the queue is full.
+    /// False while the database is failing, or the queue is full (less than
+    /// 1% of its room left, since submissions need room for all their points).
     pub fn healthy(&self) -> bool {
+        let nearly_full = self.shared.room.available_permits() < self.shared.capacity.div_ceil(100);
+        !self.shared.db_failing.load(Ordering::Relaxed) && !nearly_full
+    }
+}
+
+struct WriterTask {
+    store: Arc<dyn TrailStore>,
+    rx: mpsc::Receiver<Submission>,
+    shared: Arc<Shared>,
+    max_rows: usize,
+    interval: Duration,
+    shutdown: CancellationToken,
+    /// Set once shutdown is seen: the last moment to keep retrying.
+    give_up_at: Option<Instant>,
+}
+
+/// The positions of one group commit and the submissions they came from.
+#[derive(Default)]
+struct Batch {
+    points: Vec<TrailPoint>,
+    pending: Vec<Pending>,
+}
+
+impl Batch {
+    fn push(&mut self, sub: Submission) {
+        self.points.extend(sub.points);
+        self.pending.push(Pending {
+            done: sub.done,
+            room: sub.room,
+        });
+    }
+}
+
+impl WriterTask {
+    async fn run(mut self) {
+        let mut batch = Batch::default();
+        while self.collect(&mut batch).await {
+            self.commit(&mut batch).await;
+        }
+        self.drain(batch).await;
+        tracing::info!("trail writer stopped");
+    }
+
+    /// Waits for a first submission, then gathers more until the batch is
+    /// full or the flush interval has passed. False once shutdown is seen
+    /// (or every sender is gone) before anything arrived.
+    async fn collect(&mut self, batch: &mut Batch) -> bool {
+        let first = tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => None,
+            sub = self.rx.recv() => sub,
+        };
+        let Some(first) = first else { return false };
+        batch.push(first);
+        let deadline = Instant::now() + self.interval;
+        while batch.points.len() < self.max_rows {
+            // Take what is already queued without waiting on the clock.
+            let sub = match self.rx.try_recv() {
+                Ok(sub) => Some(sub),
+                Err(_) => tokio::select! {
+                    biased;
+                    sub = self.rx.recv() => sub,
+                    _ = tokio::time::sleep_until(deadline) => None,
+                    _ = self.shutdown.cancelled() => None,
+                },
+            };
+            match sub {
+                Some(sub) => batch.push(sub),
+                None => break,
+            }
+        }
         true
+    }
+
+    /// After shutdown: refuses new submissions, commits everything queued.
+    async fn drain(mut self, mut batch: Batch) {
+        self.rx.close();
+        while let Some(sub) = self.rx.recv().await {
+            batch.push(sub);
+            if batch.points.len() >= self.max_rows {
+                self.commit(&mut batch).await;
+            }
+        }
+        self.commit(&mut batch).await;
+    }
+
+    /// Commits the batch, retrying with backoff until it succeeds; only
+    /// after shutdown and [`SHUTDOWN_GRACE`] does it give up and report the
+    /// failure. Either way the batch is empty afterwards.
+    async fn commit(&mut self, batch: &mut Batch) {
+        if batch.pending.is_empty() {
+            return;
+        }
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let started = Instant::now();
+            let outcome = match tokio::time::timeout(
+                COMMIT_TIMEOUT,
+                self.store.append(&batch.points),
+            )
+            .await
+            {
+                Ok(outcome) => outcome,
+                Err(_) => Err(StoreError::Unavailable("the commit timed out".into())),
+            };
+            match outcome {
+                Ok(()) => {
+                    self.committed(batch, started.elapsed());
+                    return;
+                }
+                Err(e) => {
+                    self.failed(batch, &e, backoff);
+                    if self.past_grace() {
+                        self.resolve(batch, || {
+                            Err(StoreError::Unavailable(format!(
+                                "shut down before the commit: {e}"
+                            )))
+                        });
+                        return;
+                    }
+                    self.pause(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn committed(&self, batch: &mut Batch, took: Duration) {
+        if self.shared.db_failing.swap(false, Ordering::Relaxed) {
+            tracing::info!("trail store reachable again; draining the queue");
+        }
+        metrics::histogram!("fleethub_trail_commit_seconds").record(took.as_secs_f64());
+        metrics::counter!("fleethub_trail_committed_positions_total")
+            .increment(batch.points.len() as u64);
+        self.resolve(batch, || Ok(()));
+    }
+
+    fn failed(&self, batch: &Batch, e: &StoreError, backoff: Duration) {
+        metrics::counter!("fleethub_trail_commit_failures_total").increment(1);
+        if !self.shared.db_failing.swap(true, Ordering::Relaxed) {
+            tracing::error!(error = %e, positions = batch.points.len(), "trail commit failed; keeping the batch and retrying");
+        } else {
+            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "trail commit still failing");
+        }
+    }
+
+    /// Sends every submission its outcome and frees their room.
+    fn resolve(&self, batch: &mut Batch, outcome: impl Fn() -> Result<(), StoreError>) {
+        batch.points.clear();
+        for Pending { done, room } in batch.pending.drain(..) {
+            // Room first: a caller woken by the ack may submit again at once.
+            drop(room);
+            // The caller may have gone (a closed socket); the commit stands.
+            let _ = done.send(outcome());
+        }
+        self.shared.publish_queued();
+    }
+
+    /// True once shutdown was requested and its grace period is over.
+    fn past_grace(&mut self) -> bool {
+        if !self.shutdown.is_cancelled() {
+            return false;
+        }
+        let give_up_at = *self
+            .give_up_at
+            .get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
+        Instant::now() >= give_up_at
+    }
+
+    /// Sleeps for the backoff, waking early when shutdown starts (so the
+    /// grace period is measured from then), never past the grace deadline.
+    async fn pause(&mut self, backoff: Duration) {
+        let mut until = Instant::now() + backoff;
+        if let Some(give_up_at) = self.give_up_at {
+            until = until.min(give_up_at);
+        }
+        if self.shutdown.is_cancelled() {
+            tokio::time::sleep_until(until).await;
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
     }
 }

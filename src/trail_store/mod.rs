@@ -1,9 +1,22 @@
 //! Where trails are kept. One trait, one file per backend: PostgreSQL when
 //! `DATABASE_URL` is set, an embedded SQLite file otherwise.
 
-use async_trait::async_trait;
+mod postgres;
+mod sqlite;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
 use crate::domain::{DriverId, FleetId, Seq, Timestamp, TrailPoint};
+
+pub use postgres::PgTrailStore;
+pub use sqlite::SqliteTrailStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -15,6 +28,12 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
 /// What a history query asks for. `from`/`to` are inclusive fix times.
 #[derive(Debug, Clone)]
 pub struct TrailQuery {
@@ -24,6 +43,18 @@ pub struct TrailQuery {
     pub from: Timestamp,
     pub to: Timestamp,
     pub limit: usize,
+}
+
+/// What the store knows about one driver: its fleet (from its newest stored
+/// fix), the highest seq stored and the newest stored fix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriverRecord {
+    pub driver: DriverId,
+    pub fleet: FleetId,
+    pub last_seq: Seq,
+    pub last_ts: Timestamp,
+    pub last_lat: f64,
+    pub last_lon: f64,
 }
 
 /// The contract every backend keeps.
@@ -41,44 +72,105 @@ pub trait TrailStore: Send + Sync + 'static {
     /// A driver's points in the query's range, oldest first, at most `limit`.
     async fn trail(&self, query: &TrailQuery) -> Result<Vec<TrailPoint>, StoreError>;
 
+    /// The driver's record, `None` when nothing was ever stored for it.
+    async fn driver(&self, driver: &DriverId) -> Result<Option<DriverRecord>, StoreError>;
+
     /// Cheap round trip, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Drops data older than `retention_days`; returns how many partitions or rows went.
+    /// Backends with partitions also create the partitions ahead here.
     async fn apply_retention(&self, retention_days: u32) -> Result<u64, StoreError>;
 
     /// "postgres" or "sqlite", for logs and metrics.
     fn backend(&self) -> &'static str;
 }
 
-/// Interim store while trails are not persisted yet: `ack` means "accepted in
-/// memory". The durable backends replace it.
-pub struct NullStore;
-
-#[async_trait]
-impl TrailStore for NullStore {
-    async fn append(&self, _points: &[TrailPoint]) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn last_seq(&self, _driver: &DriverId) -> Result<Seq, StoreError> {
-        Ok(0)
-    }
-    async fn trail(&self, _query: &TrailQuery) -> Result<Vec<TrailPoint>, StoreError> {
-        Ok(Vec::new())
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn apply_retention(&self, _retention_days: u32) -> Result<u64, StoreError> {
-        Ok(0)
-    }
-    fn backend(&self) -> &'static str {
-        "memory"
+/// Opens the configured store and brings its schema up to date: PostgreSQL
+/// when `database.url` is set, else the SQLite file at `database.sqlite_path`
+/// (created when missing).
+pub async fn connect(settings: &Settings) -> anyhow::Result<Arc<dyn TrailStore>> {
+    let url = settings.database.url.expose_secret();
+    let max = settings.database.max_connections;
+    if url.is_empty() {
+        let store = SqliteTrailStore::open(&settings.database.sqlite_path, max).await?;
+        store.migrate().await?;
+        Ok(Arc::new(store))
+    } else {
+        let store = PgTrailStore::connect(url, max).await?;
+        store.migrate().await?;
+        store
+            .prepare_partitions(settings.trails.retention_days)
+            .await
+            .context("creating the trail partitions")?;
+        Ok(Arc::new(store))
     }
 }
 
-pub async fn connect(
-    _settings: &crate::config::Settings,
-) -> anyhow::Result<std::sync::Arc<dyn TrailStore>> {
-    Ok(std::sync::Arc::new(NullStore))
+/// Applies the migrations of the configured backend (`fleethub migrate`).
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    connect(settings).await.map(drop)
+}
+
+/// How often retention (and, on PostgreSQL, partition upkeep) runs.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Applies retention once at start and then hourly until `shutdown`. A failed
+/// run is logged and tried again at the next tick: nothing depends on it
+/// soon, and fixes with no partition yet land in the default one.
+pub async fn run_retention(store: Arc<dyn TrailStore>, days: u32, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(RETENTION_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.apply_retention(days).await {
+            Ok(gone) => tracing::info!(
+                backend = store.backend(),
+                gone,
+                days,
+                "trail retention applied"
+            ),
+            Err(e) => {
+                tracing::warn!(backend = store.backend(), error = %e, "trail retention failed; retrying next hour")
+            }
+        }
+    }
+}
+
+/// Milliseconds in a day, the partition width.
+pub(crate) const DAY_MS: i64 = 86_400_000;
+
+/// The fix time before which retention removes data.
+pub(crate) fn retention_cutoff(now: Timestamp, retention_days: u32) -> i64 {
+    now.as_millis()
+        .saturating_sub(i64::from(retention_days).saturating_mul(DAY_MS))
+}
+
+/// Seqs are u64 on the wire and bigint in the databases.
+pub(crate) fn seq_to_db(seq: Seq) -> Result<i64, StoreError> {
+    i64::try_from(seq)
+        .map_err(|_| StoreError::Corrupt(format!("seq {seq} exceeds the storable range")))
+}
+
+pub(crate) fn seq_from_db(seq: i64) -> Result<Seq, StoreError> {
+    Seq::try_from(seq).map_err(|_| StoreError::Corrupt(format!("negative seq {seq} in the store")))
+}
+
+/// For each driver in the batch: its highest seq and its newest fix (by fix
+/// time, the later seq winning ties), sorted by driver so concurrent upserts
+/// lock rows in one order.
+pub(crate) fn latest_per_driver(points: &[TrailPoint]) -> Vec<(&TrailPoint, Seq)> {
+    let mut latest: std::collections::BTreeMap<&str, (&TrailPoint, Seq)> = Default::default();
+    for p in points {
+        let entry = latest.entry(p.driver.as_str()).or_insert((p, p.seq));
+        entry.1 = entry.1.max(p.seq);
+        let newest = entry.0;
+        if (p.position.ts(), p.seq) >= (newest.position.ts(), newest.seq) {
+            entry.0 = p;
+        }
+    }
+    latest.into_values().collect()
 }

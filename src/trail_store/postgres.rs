@@ -1,0 +1,306 @@
+//! PostgreSQL backend: daily partitions, group commits as one statement.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Row};
+
+use super::{
+    DAY_MS, DriverRecord, StoreError, TrailQuery, TrailStore, latest_per_driver, retention_cutoff,
+    seq_from_db, seq_to_db,
+};
+use crate::domain::{DriverId, FleetId, Position, Seq, Timestamp, TrailPoint};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// A pool waits this long for a connection before the call fails (and the
+/// writer retries): long enough for a busy pool, short enough to notice an outage.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Fixes may arrive up to a week late (offline buffers), so start-up creates
+/// partitions this many days back...
+const PARTITION_DAYS_BACK: i64 = 8;
+/// ...and this many days ahead, renewed hourly by maintenance.
+const PARTITION_DAYS_AHEAD: i64 = 3;
+
+/// Inserts the positions and upserts the drivers in one statement, hence one
+/// round trip and one commit. Data-modifying CTEs always run to completion,
+/// and the statement is atomic: both tables change together or not at all.
+const APPEND: &str = r#"
+WITH stored AS (
+    INSERT INTO positions (driver_id, fleet_id, seq, ts, lat, lon, speed, heading, acc)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::float8[],
+                         $6::float8[], $7::float8[], $8::float8[], $9::float8[])
+    ON CONFLICT DO NOTHING
+)
+INSERT INTO drivers AS d (driver_id, fleet_id, last_seq, last_ts, last_lat, last_lon)
+SELECT * FROM UNNEST($10::text[], $11::text[], $12::int8[], $13::int8[], $14::float8[], $15::float8[])
+ON CONFLICT (driver_id) DO UPDATE SET
+    last_seq   = GREATEST(d.last_seq, EXCLUDED.last_seq),
+    fleet_id   = CASE WHEN EXCLUDED.last_ts >= d.last_ts THEN EXCLUDED.fleet_id ELSE d.fleet_id END,
+    last_lat   = CASE WHEN EXCLUDED.last_ts >= d.last_ts THEN EXCLUDED.last_lat ELSE d.last_lat END,
+    last_lon   = CASE WHEN EXCLUDED.last_ts >= d.last_ts THEN EXCLUDED.last_lon ELSE d.last_lon END,
+    last_ts    = GREATEST(d.last_ts, EXCLUDED.last_ts),
+    updated_at = now()
+"#;
+
+/// Ordered like the primary key, so the index serves range and order.
+const TRAIL: &str = r#"
+SELECT driver_id, fleet_id, seq, ts, lat, lon, speed, heading, acc
+FROM positions
+WHERE driver_id = $1 AND ts >= $2 AND ts <= $3 AND ($4::text IS NULL OR fleet_id = $4)
+ORDER BY ts, seq
+LIMIT $5
+"#;
+
+pub struct PgTrailStore {
+    pool: PgPool,
+}
+
+impl PgTrailStore {
+    /// Opens a pool. Every connection runs with `synchronous_commit = on`
+    /// whatever the server default, because acks promise the WAL is on disk.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let options: PgConnectOptions = url.parse().context("parsing DATABASE_URL")?;
+        let options = options
+            .options([("synchronous_commit", "on")])
+            .log_statements(tracing::log::LevelFilter::Trace);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .context("connecting to PostgreSQL")?;
+        Ok(Self { pool })
+    }
+
+    /// The pool, for tools (benchmarks, tests) that need raw access.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .context("applying the PostgreSQL migrations")
+    }
+
+    /// Creates the partitions around today that fixes may land in.
+    pub async fn prepare_partitions(&self, retention_days: u32) -> Result<u32, StoreError> {
+        let back = PARTITION_DAYS_BACK.min(i64::from(retention_days));
+        let today = Timestamp::now().as_millis().div_euclid(DAY_MS);
+        self.ensure_partitions(
+            Timestamp::from_millis((today - back) * DAY_MS),
+            Timestamp::from_millis((today + PARTITION_DAYS_AHEAD) * DAY_MS),
+        )
+        .await
+    }
+
+    /// Creates the daily partitions covering `from..=to` that are missing
+    /// (moving rows the default partition holds for those days); returns how
+    /// many it created.
+    pub async fn ensure_partitions(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<u32, StoreError> {
+        let mut created = 0;
+        for day in from.as_millis().div_euclid(DAY_MS)..=to.as_millis().div_euclid(DAY_MS) {
+            created += u32::from(self.ensure_day(day).await?);
+        }
+        Ok(created)
+    }
+
+    async fn ensure_day(&self, day: i64) -> Result<bool, StoreError> {
+        let created: bool = sqlx::query_scalar(
+            "SELECT fleethub_ensure_day_partition(DATE '1970-01-01' + $1::int4)",
+        )
+        .bind(
+            i32::try_from(day)
+                .map_err(|_| StoreError::Corrupt(format!("day {day} out of range")))?,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(created)
+    }
+
+    /// Gives the fixes that fell into the default partition a partition of
+    /// their own, for the days still within retention.
+    async fn rehome_default_rows(&self, cutoff_ms: i64) -> Result<u32, StoreError> {
+        let days: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT div(ts, 86400000)::int8 FROM positions_default WHERE ts >= $1",
+        )
+        .bind(cutoff_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut created = 0;
+        for day in days {
+            created += u32::from(self.ensure_day(day).await?);
+        }
+        Ok(created)
+    }
+}
+
+/// The batch as column arrays, the shape UNNEST takes.
+#[derive(Default)]
+struct Columns<'a> {
+    driver: Vec<&'a str>,
+    fleet: Vec<&'a str>,
+    seq: Vec<i64>,
+    ts: Vec<i64>,
+    lat: Vec<f64>,
+    lon: Vec<f64>,
+    speed: Vec<Option<f64>>,
+    heading: Vec<Option<f64>>,
+    acc: Vec<Option<f64>>,
+}
+
+impl<'a> Columns<'a> {
+    fn of_points(points: &'a [TrailPoint]) -> Result<Self, StoreError> {
+        let mut c = Columns::default();
+        for p in points {
+            c.driver.push(p.driver.as_str());
+            c.fleet.push(p.fleet.as_str());
+            c.seq.push(seq_to_db(p.seq)?);
+            c.ts.push(p.position.ts().as_millis());
+            c.lat.push(p.position.lat());
+            c.lon.push(p.position.lon());
+            c.speed.push(p.position.speed());
+            c.heading.push(p.position.heading());
+            c.acc.push(p.position.acc());
+        }
+        Ok(c)
+    }
+
+    /// One row per driver: highest seq, newest fix (speed etc. unused).
+    fn of_drivers(points: &'a [TrailPoint]) -> Result<Self, StoreError> {
+        let mut c = Columns::default();
+        for (p, max_seq) in latest_per_driver(points) {
+            c.driver.push(p.driver.as_str());
+            c.fleet.push(p.fleet.as_str());
+            c.seq.push(seq_to_db(max_seq)?);
+            c.ts.push(p.position.ts().as_millis());
+            c.lat.push(p.position.lat());
+            c.lon.push(p.position.lon());
+        }
+        Ok(c)
+    }
+}
+
+fn point_from_row(row: &PgRow) -> Result<TrailPoint, StoreError> {
+    let corrupt = |e: String| StoreError::Corrupt(e);
+    let driver: String = row.try_get("driver_id")?;
+    let fleet: String = row.try_get("fleet_id")?;
+    let position = Position::new(
+        row.try_get("lat")?,
+        row.try_get("lon")?,
+        Timestamp::from_millis(row.try_get("ts")?),
+        row.try_get("speed")?,
+        row.try_get("heading")?,
+        row.try_get("acc")?,
+    )
+    .map_err(|e| corrupt(format!("stored position of {driver}: {e}")))?;
+    Ok(TrailPoint {
+        driver: DriverId::parse(&driver)
+            .map_err(|e| corrupt(format!("driver id {driver:?}: {e}")))?,
+        fleet: FleetId::parse(&fleet).map_err(|e| corrupt(format!("fleet id {fleet:?}: {e}")))?,
+        seq: seq_from_db(row.try_get("seq")?)?,
+        position,
+    })
+}
+
+#[async_trait]
+impl TrailStore for PgTrailStore {
+    async fn append(&self, points: &[TrailPoint]) -> Result<(), StoreError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let p = Columns::of_points(points)?;
+        let d = Columns::of_drivers(points)?;
+        sqlx::query(APPEND)
+            .bind(p.driver)
+            .bind(p.fleet)
+            .bind(p.seq)
+            .bind(p.ts)
+            .bind(p.lat)
+            .bind(p.lon)
+            .bind(p.speed)
+            .bind(p.heading)
+            .bind(p.acc)
+            .bind(d.driver)
+            .bind(d.fleet)
+            .bind(d.seq)
+            .bind(d.ts)
+            .bind(d.lat)
+            .bind(d.lon)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn last_seq(&self, driver: &DriverId) -> Result<Seq, StoreError> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT last_seq FROM drivers WHERE driver_id = $1")
+                .bind(driver.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        seq.map_or(Ok(0), seq_from_db)
+    }
+
+    async fn trail(&self, query: &TrailQuery) -> Result<Vec<TrailPoint>, StoreError> {
+        let rows = sqlx::query(TRAIL)
+            .bind(query.driver.as_str())
+            .bind(query.from.as_millis())
+            .bind(query.to.as_millis())
+            .bind(query.fleet.as_ref().map(FleetId::as_str))
+            .bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(point_from_row).collect()
+    }
+
+    async fn driver(&self, driver: &DriverId) -> Result<Option<DriverRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT fleet_id, last_seq, last_ts, last_lat, last_lon FROM drivers WHERE driver_id = $1",
+        )
+        .bind(driver.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let fleet: String = row.try_get("fleet_id")?;
+        Ok(Some(DriverRecord {
+            driver: driver.clone(),
+            fleet: FleetId::parse(&fleet)
+                .map_err(|e| StoreError::Corrupt(format!("fleet id {fleet:?}: {e}")))?,
+            last_seq: seq_from_db(row.try_get("last_seq")?)?,
+            last_ts: Timestamp::from_millis(row.try_get("last_ts")?),
+            last_lat: row.try_get("last_lat")?,
+            last_lon: row.try_get("last_lon")?,
+        }))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Partition upkeep, then retention: creates the partitions ahead,
+    /// re-homes default-partition rows, drops the partitions wholly older
+    /// than the cutoff. Returns the partitions dropped.
+    async fn apply_retention(&self, retention_days: u32) -> Result<u64, StoreError> {
+        let cutoff = retention_cutoff(Timestamp::now(), retention_days);
+        self.prepare_partitions(retention_days).await?;
+        self.rehome_default_rows(cutoff).await?;
+        let dropped: i32 = sqlx::query_scalar("SELECT fleethub_drop_partitions_before($1)")
+            .bind(cutoff)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(dropped).unwrap_or(0))
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}

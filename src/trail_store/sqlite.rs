@@ -1,0 +1,257 @@
+//! Embedded SQLite backend: one file, WAL journal, `synchronous = FULL`.
+//!
+//! Why FULL: in WAL mode NORMAL survives a crash of the process but may lose
+//! the last commits on power loss or an OS crash. An ack promises the fix is
+//! kept, so every commit syncs the WAL; group commits keep that affordable.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{
+    DriverRecord, StoreError, TrailQuery, TrailStore, latest_per_driver, retention_cutoff,
+    seq_from_db, seq_to_db,
+};
+use crate::domain::{DriverId, FleetId, Position, Seq, Timestamp, TrailPoint};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Rows per INSERT statement: 9 parameters each stays far below SQLite's
+/// limit of 32,766 bound parameters.
+const ROWS_PER_INSERT: usize = 500;
+/// A writer waits this long for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Retention deletes in slices so the write lock is never held for long.
+const RETENTION_SLICE: i64 = 10_000;
+
+const INSERT_HEAD: &str = "INSERT INTO positions \
+    (driver_id, fleet_id, seq, ts, lat, lon, speed, heading, acc) VALUES ";
+const INSERT_TAIL: &str = " ON CONFLICT DO NOTHING";
+
+const UPSERT_DRIVER: &str = r#"
+INSERT INTO drivers AS d (driver_id, fleet_id, last_seq, last_ts, last_lat, last_lon, updated_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+ON CONFLICT (driver_id) DO UPDATE SET
+    last_seq   = max(d.last_seq, excluded.last_seq),
+    fleet_id   = CASE WHEN excluded.last_ts >= d.last_ts THEN excluded.fleet_id ELSE d.fleet_id END,
+    last_lat   = CASE WHEN excluded.last_ts >= d.last_ts THEN excluded.last_lat ELSE d.last_lat END,
+    last_lon   = CASE WHEN excluded.last_ts >= d.last_ts THEN excluded.last_lon ELSE d.last_lon END,
+    last_ts    = max(d.last_ts, excluded.last_ts),
+    updated_at = excluded.updated_at
+"#;
+
+const TRAIL: &str = r#"
+SELECT driver_id, fleet_id, seq, ts, lat, lon, speed, heading, acc
+FROM positions
+WHERE driver_id = ?1 AND ts >= ?2 AND ts <= ?3 AND (?4 IS NULL OR fleet_id = ?4)
+ORDER BY ts, seq
+LIMIT ?5
+"#;
+
+pub struct SqliteTrailStore {
+    pool: SqlitePool,
+}
+
+impl SqliteTrailStore {
+    /// Opens (creating when missing) the database file.
+    pub async fn open(path: impl AsRef<Path>, max_connections: u32) -> anyhow::Result<Self> {
+        let path = path.as_ref();
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .context("building SQLite options")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening the SQLite file {}", path.display()))?;
+        Ok(Self { pool })
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .context("applying the SQLite migrations")
+    }
+
+    async fn insert_positions(
+        tx: &mut sqlx::SqliteConnection,
+        points: &[TrailPoint],
+    ) -> Result<(), StoreError> {
+        for chunk in points.chunks(ROWS_PER_INSERT) {
+            let sql = insert_sql(chunk.len());
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for p in chunk {
+                query = query
+                    .bind(p.driver.as_str())
+                    .bind(p.fleet.as_str())
+                    .bind(seq_to_db(p.seq)?)
+                    .bind(p.position.ts().as_millis())
+                    .bind(p.position.lat())
+                    .bind(p.position.lon())
+                    .bind(p.position.speed())
+                    .bind(p.position.heading())
+                    .bind(p.position.acc());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn upsert_drivers(
+        tx: &mut sqlx::SqliteConnection,
+        points: &[TrailPoint],
+    ) -> Result<(), StoreError> {
+        let now = Timestamp::now().as_millis();
+        for (p, max_seq) in latest_per_driver(points) {
+            sqlx::query(UPSERT_DRIVER)
+                .bind(p.driver.as_str())
+                .bind(p.fleet.as_str())
+                .bind(seq_to_db(max_seq)?)
+                .bind(p.position.ts().as_millis())
+                .bind(p.position.lat())
+                .bind(p.position.lon())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// `INSERT ... VALUES (?, ...), (?, ...) ON CONFLICT DO NOTHING` for `rows` rows.
+/// Only placeholders go into the text; the values are bound.
+fn insert_sql(rows: usize) -> String {
+    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let mut sql = String::with_capacity(INSERT_HEAD.len() + rows * (ROW.len() + 2) + 32);
+    sql.push_str(INSERT_HEAD);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(ROW);
+    }
+    sql.push_str(INSERT_TAIL);
+    sql
+}
+
+fn point_from_row(row: &SqliteRow) -> Result<TrailPoint, StoreError> {
+    let corrupt = |e: String| StoreError::Corrupt(e);
+    let driver: String = row.try_get("driver_id")?;
+    let fleet: String = row.try_get("fleet_id")?;
+    let position = Position::new(
+        row.try_get("lat")?,
+        row.try_get("lon")?,
+        Timestamp::from_millis(row.try_get("ts")?),
+        row.try_get("speed")?,
+        row.try_get("heading")?,
+        row.try_get("acc")?,
+    )
+    .map_err(|e| corrupt(format!("stored position of {driver}: {e}")))?;
+    Ok(TrailPoint {
+        driver: DriverId::parse(&driver)
+            .map_err(|e| corrupt(format!("driver id {driver:?}: {e}")))?,
+        fleet: FleetId::parse(&fleet).map_err(|e| corrupt(format!("fleet id {fleet:?}: {e}")))?,
+        seq: seq_from_db(row.try_get("seq")?)?,
+        position,
+    })
+}
+
+#[async_trait]
+impl TrailStore for SqliteTrailStore {
+    async fn append(&self, points: &[TrailPoint]) -> Result<(), StoreError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        // IMMEDIATE takes the write lock up front, so the busy timeout applies
+        // instead of a deadlock error when two writers meet.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Self::insert_positions(&mut tx, points).await?;
+        Self::upsert_drivers(&mut tx, points).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn last_seq(&self, driver: &DriverId) -> Result<Seq, StoreError> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT last_seq FROM drivers WHERE driver_id = ?1")
+                .bind(driver.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        seq.map_or(Ok(0), seq_from_db)
+    }
+
+    async fn trail(&self, query: &TrailQuery) -> Result<Vec<TrailPoint>, StoreError> {
+        let rows = sqlx::query(TRAIL)
+            .bind(query.driver.as_str())
+            .bind(query.from.as_millis())
+            .bind(query.to.as_millis())
+            .bind(query.fleet.as_ref().map(FleetId::as_str))
+            .bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(point_from_row).collect()
+    }
+
+    async fn driver(&self, driver: &DriverId) -> Result<Option<DriverRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT fleet_id, last_seq, last_ts, last_lat, last_lon FROM drivers WHERE driver_id = ?1",
+        )
+        .bind(driver.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let fleet: String = row.try_get("fleet_id")?;
+        Ok(Some(DriverRecord {
+            driver: driver.clone(),
+            fleet: FleetId::parse(&fleet)
+                .map_err(|e| StoreError::Corrupt(format!("fleet id {fleet:?}: {e}")))?,
+            last_seq: seq_from_db(row.try_get("last_seq")?)?,
+            last_ts: Timestamp::from_millis(row.try_get("last_ts")?),
+            last_lat: row.try_get("last_lat")?,
+            last_lon: row.try_get("last_lon")?,
+        }))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Deletes the rows older than the cutoff, a slice at a time; returns the rows deleted.
+    async fn apply_retention(&self, retention_days: u32) -> Result<u64, StoreError> {
+        let cutoff = retention_cutoff(Timestamp::now(), retention_days);
+        let mut deleted = 0;
+        loop {
+            let gone = sqlx::query(
+                "DELETE FROM positions WHERE (driver_id, ts, seq) IN \
+                 (SELECT driver_id, ts, seq FROM positions WHERE ts < ?1 LIMIT ?2)",
+            )
+            .bind(cutoff)
+            .bind(RETENTION_SLICE)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            deleted += gone;
+            if gone == 0 {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}
