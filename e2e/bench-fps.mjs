@@ -100,19 +100,33 @@ async function main() {
     await page.goto(`${hub.url}/?access_token=${admin}`);
     await page.waitForFunction(() => window.fleethub?.connectionState === 'live', null, { timeout: 30_000 });
 
-    // Every vehicle in view (the worst case for the live layer).
+    // Waits until the view's box is subscribed and a few live frames have arrived for it.
+    async function settle() {
+      await waitFor(() => page.evaluate(() => window.fleethub.viewSubscribed()), { what: 'the view to be subscribed' });
+      const seen = await page.evaluate(() => window.fleethub.framesReceived);
+      await waitFor(async () => (await page.evaluate(() => window.fleethub.framesReceived)) >= seen + 3, {
+        what: 'live frames for the view',
+      });
+    }
+
+    // Every vehicle in view, each drawn as an arrow: the worst case for the live layer.
     await page.evaluate((b) => window.fleethub.map.fitBounds(b, { padding: 20, duration: 0 }), bounds);
     await waitFor(async () => (await page.evaluate(() => window.fleethub.vehicles().length)) >= DRIVERS * 0.95, {
       timeoutMs: 60_000,
       what: 'the vehicles in the page',
     });
+    await settle();
     const results = [await scenario(page, 'all-vehicles-in-view')];
 
-    // A dispatcher's working zoom: part of the city, every vehicle drawn as an arrow.
-    await page.evaluate(() => window.fleethub.map.jumpTo({ zoom: window.fleethub.map.getZoom() + 1.5 }));
-    await waitFor(async () => (await page.evaluate(() => window.fleethub.vehicles().length)) > 0, { what: 'vehicles after zooming in' });
-    await waitFor(() => page.evaluate(() => window.fleethub.map.loaded()), { what: 'the map to settle' });
-    results.push(await scenario(page, 'city-zoom'));
+    // Zoomed out: the same vehicles merged into clusters.
+    await page.evaluate(() => window.fleethub.map.jumpTo({ zoom: 9 }));
+    await settle();
+    results.push(await scenario(page, 'overview-clustered'));
+
+    // A dispatcher's working zoom: part of the city.
+    await page.evaluate(() => window.fleethub.map.jumpTo({ zoom: 13 }));
+    await settle();
+    results.push(await scenario(page, 'district-zoom-13'));
 
     console.log(JSON.stringify({ drivers: DRIVERS, seconds: SECONDS, results }, null, 2));
     await context.close();
