@@ -84,6 +84,10 @@ impl Application {
             dev_mode,
             jwt_secret: SecretString::from(secret),
         });
+        tokio::spawn(metrics::run_upkeep(
+            state.metrics.clone(),
+            state.shutdown.clone(),
+        ));
         let server = serve(listener, state.clone())?;
         tracing::info!(%listen, port, node = state.hub.node_id(), backend = state.store.backend(), "fleethub listening");
         if dev_mode {
