@@ -21,15 +21,19 @@ function quantile(sorted, q) {
   return sorted[i];
 }
 
-/** Records every requestAnimationFrame delta in the page for `secs` seconds. */
-function measure(page, secs) {
+/**
+ * Records every requestAnimationFrame delta in the page for `secs` seconds.
+ * `repaint` forces the map to redraw every frame (the control run).
+ */
+function measure(page, secs, repaint = false) {
   return page.evaluate(
-    (ms) =>
+    ([ms, repaint]) =>
       new Promise((resolve) => {
         const deltas = [];
         let last = 0;
         let start = 0;
         const step = (now) => {
+          if (repaint) window.fleethub.map.triggerRepaint();
           if (!start) start = now;
           else deltas.push(now - last);
           last = now;
@@ -38,11 +42,11 @@ function measure(page, secs) {
         };
         requestAnimationFrame(step);
       }),
-    secs * 1000,
+    [secs * 1000, repaint],
   );
 }
 
-async function scenario(page, name) {
+async function scenario(page, name, { repaint = false } = {}) {
   const info = await page.evaluate(() => {
     const m = window.fleethub.map;
     return {
@@ -52,7 +56,7 @@ async function scenario(page, name) {
       drawnClusters: m.queryRenderedFeatures({ layers: ['clusters'] }).length,
     };
   });
-  const { deltas, elapsed } = await measure(page, SECONDS);
+  const { deltas, elapsed } = await measure(page, SECONDS, repaint);
   const sorted = [...deltas].sort((a, b) => a - b);
   const result = {
     scenario: name,
@@ -127,6 +131,14 @@ async function main() {
     await page.evaluate(() => window.fleethub.map.jumpTo({ zoom: 13 }));
     await settle();
     results.push(await scenario(page, 'district-zoom-13'));
+
+    // Control: open sea with no vehicle, the map forced to redraw every frame.
+    // What any full redraw costs on this machine (software WebGL), vehicles or not.
+    await page.evaluate(() => window.fleethub.map.jumpTo({ center: [-85, -12.05], zoom: 11.27 }));
+    await waitFor(() => page.evaluate(() => window.fleethub.viewSubscribed() && window.fleethub.vehicles().length === 0), {
+      what: 'an empty view',
+    });
+    results.push(await scenario(page, 'control-no-vehicles-forced-redraw', { repaint: true }));
 
     console.log(JSON.stringify({ drivers: DRIVERS, seconds: SECONDS, results }, null, 2));
     await context.close();
