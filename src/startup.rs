@@ -137,6 +137,10 @@ impl Application {
 
 fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<Server> {
     let send_buffer = state.settings.ws.send_buffer_bytes;
+    let workers = match state.settings.workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -147,6 +151,7 @@ fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<S
             .configure(static_files::routes)
     })
     .on_connect(move |conn, _| limit_send_buffer(conn, send_buffer))
+    .workers(workers)
     .listen(listener)?
     .disable_signals()
     .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
