@@ -21,15 +21,19 @@ function quantile(sorted, q) {
   return sorted[i];
 }
 
-/** Records every requestAnimationFrame delta in the page for `secs` seconds. */
-function measure(page, secs) {
+/**
+ * Records every requestAnimationFrame delta in the page for `secs` seconds.
+ * `repaint` forces the map to redraw every frame (the control run).
+ */
+function measure(page, secs, repaint = false) {
   return page.evaluate(
-    (ms) =>
+    ([ms, repaint]) =>
       new Promise((resolve) => {
         const deltas = [];
         let last = 0;
         let start = 0;
         const step = (now) => {
+          if (repaint) window.fleethub.map.triggerRepaint();
           if (!start) start = now;
           else deltas.push(now - last);
           last = now;
@@ -38,11 +42,11 @@ function measure(page, secs) {
         };
         requestAnimationFrame(step);
       }),
-    secs * 1000,
+    [secs * 1000, repaint],
   );
 }
 
-async function scenario(page, name) {
+async function scenario(page, name, { repaint = false } = {}) {
   const info = await page.evaluate(() => {
     const m = window.fleethub.map;
     return {
@@ -52,7 +56,7 @@ async function scenario(page, name) {
       drawnClusters: m.queryRenderedFeatures({ layers: ['clusters'] }).length,
     };
   });
-  const { deltas, elapsed } = await measure(page, SECONDS);
+  const { deltas, elapsed } = await measure(page, SECONDS, repaint);
   const sorted = [...deltas].sort((a, b) => a - b);
   const result = {
     scenario: name,
@@ -100,19 +104,41 @@ async function main() {
     await page.goto(`${hub.url}/?access_token=${admin}`);
     await page.waitForFunction(() => window.fleethub?.connectionState === 'live', null, { timeout: 30_000 });
 
-    // Every vehicle in view (the worst case for the live layer).
+    // Waits until the view's box is subscribed and a few live frames have arrived for it.
+    async function settle() {
+      await waitFor(() => page.evaluate(() => window.fleethub.viewSubscribed()), { what: 'the view to be subscribed' });
+      const seen = await page.evaluate(() => window.fleethub.framesReceived);
+      await waitFor(async () => (await page.evaluate(() => window.fleethub.framesReceived)) >= seen + 3, {
+        what: 'live frames for the view',
+      });
+    }
+
+    // Every vehicle in view, each drawn as an arrow: the worst case for the live layer.
     await page.evaluate((b) => window.fleethub.map.fitBounds(b, { padding: 20, duration: 0 }), bounds);
     await waitFor(async () => (await page.evaluate(() => window.fleethub.vehicles().length)) >= DRIVERS * 0.95, {
       timeoutMs: 60_000,
       what: 'the vehicles in the page',
     });
+    await settle();
     const results = [await scenario(page, 'all-vehicles-in-view')];
 
-    // A dispatcher's working zoom: part of the city, every vehicle drawn as an arrow.
-    await page.evaluate(() => window.fleethub.map.jumpTo({ zoom: window.fleethub.map.getZoom() + 1.5 }));
-    await waitFor(async () => (await page.evaluate(() => window.fleethub.vehicles().length)) > 0, { what: 'vehicles after zooming in' });
-    await waitFor(() => page.evaluate(() => window.fleethub.map.loaded()), { what: 'the map to settle' });
-    results.push(await scenario(page, 'city-zoom'));
+    // Zoomed out: the same vehicles merged into clusters.
+    await page.evaluate(() => window.fleethub.map.jumpTo({ zoom: 9 }));
+    await settle();
+    results.push(await scenario(page, 'overview-clustered'));
+
+    // A dispatcher's working zoom: part of the city.
+    await page.evaluate(() => window.fleethub.map.jumpTo({ zoom: 13 }));
+    await settle();
+    results.push(await scenario(page, 'district-zoom-13'));
+
+    // Control: open sea with no vehicle, the map forced to redraw every frame.
+    // What any full redraw costs on this machine (software WebGL), vehicles or not.
+    await page.evaluate(() => window.fleethub.map.jumpTo({ center: [-85, -12.05], zoom: 11.27 }));
+    await waitFor(() => page.evaluate(() => window.fleethub.viewSubscribed() && window.fleethub.vehicles().length === 0), {
+      what: 'an empty view',
+    });
+    results.push(await scenario(page, 'control-no-vehicles-forced-redraw', { repaint: true }));
 
     console.log(JSON.stringify({ drivers: DRIVERS, seconds: SECONDS, results }, null, 2));
     await context.close();

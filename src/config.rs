@@ -20,6 +20,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub node_id: String,
     pub jwt_secret: SecretString,
+    pub workers: usize,
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
     pub driver: DriverSettings,

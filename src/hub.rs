@@ -257,7 +257,7 @@ impl Hub {
     fn fan_out(&self, update: &Arc<LiveUpdate>, previous: Option<&Position>) {
         let scopes = [&IndexScope::Fleet(update.fleet.clone()), &IndexScope::All];
         let index = self.index.read();
-        let mut push = |outbox: &Arc<Outbox>| match outbox.push_position(update) {
+        let push = |outbox: &Arc<Outbox>| match outbox.push_position(update) {
             Pushed::Queued => m::fanned_out(),
             Pushed::Coalesced => {
                 m::fanned_out();
@@ -265,10 +265,18 @@ impl Hub {
             }
             Pushed::Stale | Pushed::Refused => {}
         };
-        index.for_each_match(&scopes, update.lat, update.lon, &mut push);
+        let mut reached: Vec<*const Outbox> = Vec::new();
+        index.for_each_match(&scopes, update.lat, update.lon, |outbox| {
+            reached.push(Arc::as_ptr(outbox));
+            push(outbox);
+        });
         if let Some(prev) = previous {
+            // Only the dashboards the driver just left: the others have it already.
             index.for_each_match(&scopes, prev.lat(), prev.lon(), |outbox| {
-                outbox.push_position(update);
+                if !reached.contains(&Arc::as_ptr(outbox)) {
+                    reached.push(Arc::as_ptr(outbox));
+                    push(outbox);
+                }
             });
         }
     }

@@ -84,13 +84,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn serve(settings: Settings, demo: Option<usize>) -> anyhow::Result<()> {
-    actix_web::rt::System::with_tokio_rt(|| {
-        runtime().unwrap_or_else(|e| {
-            eprintln!("fleethub: cannot start the runtime: {e}");
-            std::process::exit(1)
-        })
-    })
-    .block_on(async move {
+    // One thread for the trail writer and housekeeping, one per core for the
+    // connections (actix workers): few threads, few cross-thread wake-ups.
+    actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings).await?;
         if let Some(drivers) = demo {
             fleethub::demo::start(&app, drivers);
@@ -122,8 +118,8 @@ fn token(
 
 fn migrate(settings: Settings) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let store = fleethub::trail_store::connect(&settings).await?;
-        println!("migrations applied ({})", store.backend());
+        fleethub::trail_store::migrate(&settings).await?;
+        println!("migrations applied");
         Ok(())
     })
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App, HttpServer, dev::Server, web};
+use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::task::JoinHandle;
@@ -41,8 +42,6 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     writer_task: JoinHandle<()>,
-    /// Stops the trail writer; cancelled only after the server has stopped,
-    /// so nothing submitted by a closing session is refused.
     writer_stop: CancellationToken,
 }
 
@@ -59,13 +58,17 @@ impl Application {
         let listener = TcpListener::bind(listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (`listen`): {e}"))?;
         let port = listener.local_addr()?.port();
-        let store = trail_store::connect(&settings).await?;
+        let store = trail_store::connect(&settings)
+            .await
+            .context("opening the trail store (`database.url` / `database.sqlite_path`)")?;
         let shutdown = CancellationToken::new();
+        // The writer has its own token: it must outlive the sessions, to flush
+        // what they queued after they are gone.
         let writer_stop = CancellationToken::new();
         let (writer, writer_task) =
-            TrailWriter::spawn(store.clone(), &settings.trails, writer_stop.clone());
+            TrailWriter::spawn(Arc::clone(&store), &settings.trails, writer_stop.clone());
         tokio::spawn(trail_store::run_retention(
-            store.clone(),
+            Arc::clone(&store),
             settings.trails.retention_days,
             shutdown.clone(),
         ));
@@ -81,6 +84,10 @@ impl Application {
             dev_mode,
             jwt_secret: SecretString::from(secret),
         });
+        tokio::spawn(metrics::run_upkeep(
+            state.metrics.clone(),
+            state.shutdown.clone(),
+        ));
         let server = serve(listener, state.clone())?;
         tracing::info!(%listen, port, node = state.hub.node_id(), backend = state.store.backend(), "fleethub listening");
         if dev_mode {
@@ -130,6 +137,10 @@ impl Application {
 
 fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<Server> {
     let send_buffer = state.settings.ws.send_buffer_bytes;
+    let workers = match state.settings.workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -141,6 +152,7 @@ fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<S
             .configure(static_files::routes)
     })
     .on_connect(move |conn, _| limit_send_buffer(conn, send_buffer))
+    .workers(workers)
     .listen(listener)?
     .disable_signals()
     .shutdown_timeout(SHUTDOWN_GRACE.as_secs())

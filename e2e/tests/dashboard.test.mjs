@@ -315,6 +315,8 @@ describe('dispatcher dashboard', { timeout: 30 * 60_000 }, () => {
     assert.equal(await page.textContent('#drivers-title'), 'Conductores');
     assert.equal(await page.textContent('#role-badge'), 'Administrador');
     assert.equal(await page.getAttribute('#driver-search', 'placeholder'), 'Buscar por id');
+    await waitFor(async () => /^[1-9]/.test(await page.textContent('#count-moving')), { what: 'the legend to count vehicles' });
+    assert.match(await page.textContent('#driver-list li .row-status'), /^(En marcha|Detenido|Desconectado)$/);
     await shot(page, '09-spanish');
 
     await page.click('.lang button[data-lang="en"]');

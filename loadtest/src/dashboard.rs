@@ -93,8 +93,10 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let bbox = lock(&view).bbox;
-    let url = &cfg.urls[index % cfg.urls.len().max(1)];
+    // Like the drivers, start spread over the nodes and fail over on errors.
+    let mut url_idx = index % cfg.urls.len().max(1);
     loop {
+        let url = &cfg.urls[url_idx];
         let token = match &cfg.credential {
             DashboardCredential::Secret(s) => token::mint(
                 s,
@@ -117,7 +119,10 @@ pub async fn run(
                 }
                 tracing::debug!(dashboard = index, "dashboard lost: {why:?}");
             }
-            Err(e) => tracing::debug!(dashboard = index, "dashboard connect failed: {e}"),
+            Err(e) => {
+                tracing::debug!(dashboard = index, "dashboard connect failed: {e}");
+                url_idx = (url_idx + 1) % cfg.urls.len();
+            }
         }
         Stats::add(&stats.dashboard_reconnects, 1);
         if !wait_or_shutdown(RECONNECT_DELAY, &mut shutdown).await {
@@ -216,6 +221,12 @@ fn seen_live(
     };
     if item.ts < view.seen[i] {
         Stats::add(&stats.ts_regressions, 1);
+    }
+    if item.ts == view.seen[i] {
+        // The same fix twice on one dashboard: wasted work in the hub, and
+        // not a new latency sample.
+        Stats::add(&stats.duplicates, 1);
+        return;
     }
     view.seen[i] = view.seen[i].max(item.ts);
     if !measuring {

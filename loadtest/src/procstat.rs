@@ -55,6 +55,14 @@ fn kb_field(status: &str, key: &str) -> Option<u64> {
     line[key.len()..].split_whitespace().next()?.parse().ok()
 }
 
+/// The host's one-minute load average (other work competing for the CPUs).
+pub fn load_avg_1m() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Sum of CPU seconds over `pids` (missing processes count zero).
 pub fn total_cpu(pids: &[u32]) -> f64 {
     pids.iter()

@@ -95,6 +95,8 @@ pub struct Deliveries {
     pub per_sec: f64,
     pub snapshot_items: u64,
     pub status_frames: u64,
+    /// Items a dashboard had already received (same driver and ts); not latency samples.
+    pub duplicates: u64,
     /// Deliveries in the window whose send time was unknown (not in the latency figures).
     pub unmatched: u64,
 }
@@ -142,6 +144,15 @@ pub struct ClientUsage {
     pub peak_rss_mb: f64,
 }
 
+/// The machine the run shared, to judge how noisy the numbers are.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Host {
+    pub cpus: usize,
+    /// One-minute load average when the window opened and when it closed.
+    pub load_avg_start: f64,
+    pub load_avg_end: f64,
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -158,6 +169,7 @@ pub struct Report {
     pub final_state: FinalState,
     pub server: Option<ServerUsage>,
     pub client: ClientUsage,
+    pub host: Host,
     /// Time from "stop sending" until every position was acked (or the settle timeout).
     pub drain_s: f64,
     /// Further time until the final-state check passed (or the settle timeout).
@@ -228,11 +240,12 @@ impl Report {
         )?;
         writeln!(
             f,
-            "  deliveries: {} total, {} in the {:.1}s window = {:.0}/s (snapshot items {}, status frames {}, unmatched {})",
+            "  deliveries: {} total, {} in the {:.1}s window = {:.0}/s (duplicates {}, snapshot items {}, status frames {}, unmatched {})",
             d.total,
             d.in_window,
             self.window_s,
             d.per_sec,
+            d.duplicates,
             d.snapshot_items,
             d.status_frames,
             d.unmatched
@@ -274,6 +287,12 @@ impl Report {
             f,
             "  load generator: {:.2} CPU s ({:.2} cores) in the window, peak RSS {:.1} MB",
             c.cpu_seconds_in_window, c.cpu_cores, c.peak_rss_mb
+        )?;
+        let h = &self.host;
+        writeln!(
+            f,
+            "  host: {} CPUs, load average {:.2} -> {:.2}",
+            h.cpus, h.load_avg_start, h.load_avg_end
         )
     }
 }

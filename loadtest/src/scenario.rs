@@ -15,8 +15,8 @@ use crate::driver::{self, Control, Credential, DriverConfig};
 use crate::net;
 use crate::procstat::{self, Sampler};
 use crate::report::{
-    ClientUsage, Connections, Deliveries, FinalState, Latency, Positions, Report, ScenarioSummary,
-    ServerUsage,
+    ClientUsage, Connections, Deliveries, FinalState, Host, Latency, Positions, Report,
+    ScenarioSummary, ServerUsage,
 };
 use crate::roster::Roster;
 use crate::stats::{Stats, latency_histogram, lock};
@@ -160,6 +160,7 @@ struct Mark {
     deliveries: u64,
     server_cpu: f64,
     client_cpu: f64,
+    load_avg: f64,
 }
 
 impl Mark {
@@ -170,6 +171,7 @@ impl Mark {
             deliveries: Stats::get(&stats.deliveries),
             server_cpu: procstat::total_cpu(pids),
             client_cpu: procstat::total_cpu(&[std::process::id()]),
+            load_avg: procstat::load_avg_1m(),
         }
     }
 }
@@ -479,6 +481,7 @@ fn build_report(s: &Scenario, fleet: &Fleet, final_state: FinalState, w: Window)
             per_sec: in_window as f64 / secs,
             snapshot_items: Stats::get(&st.snapshot_items),
             status_frames: Stats::get(&st.status_frames),
+            duplicates: Stats::get(&st.duplicates),
             unmatched: Stats::get(&st.unmatched),
         },
         final_state,
@@ -490,6 +493,11 @@ fn build_report(s: &Scenario, fleet: &Fleet, final_state: FinalState, w: Window)
                 .peaks
                 .get(&std::process::id())
                 .map_or(0.0, |p| p.rss_bytes as f64 / MB),
+        },
+        host: Host {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            load_avg_start: w.start.load_avg,
+            load_avg_end: w.end.load_avg,
         },
         drain_s: w.drain.as_secs_f64(),
         settle_s: w.settle.as_secs_f64(),

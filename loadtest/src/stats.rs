@@ -45,6 +45,8 @@ pub struct Stats {
     pub status_frames: AtomicU64,
     /// A dashboard saw a driver's ts go backwards (the hub promises never).
     pub ts_regressions: AtomicU64,
+    /// A dashboard received a fix it already had (same driver, same ts).
+    pub duplicates: AtomicU64,
     /// Deliveries whose send time was not found (resends, foreign drivers).
     pub unmatched: AtomicU64,
     pub dashboard_reconnects: AtomicU64,
@@ -78,6 +80,7 @@ impl Stats {
             snapshot_items: AtomicU64::new(0),
             status_frames: AtomicU64::new(0),
             ts_regressions: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
             unmatched: AtomicU64::new(0),
             dashboard_reconnects: AtomicU64::new(0),
             errors: Mutex::default(),

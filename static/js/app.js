@@ -143,16 +143,24 @@ function debounce(fn, wait, maxWait) {
 
 /**
  * How often the vehicle source is re-sent to MapLibre. Each setData re-indexes
- * every point in a worker; with thousands of vehicles doing it every frame only
- * queues work, so large fleets glide at ~10 updates a second instead of 60.
+ * every point in a worker and redraws the map; with thousands of vehicles doing
+ * it every frame only queues work, so large fleets glide at ~10 updates a second.
+ * On a slow machine (software WebGL, a weak laptop) the interval also stretches
+ * to a few times what a redraw costs there, so panning and zooming stay responsive.
  */
 function pushIntervalMs(n) {
-  return n <= 500 ? 0 : Math.min(100, (n - 500) / 40);
+  const base = n <= 500 ? 0 : Math.min(100, (n - 500) / 40);
+  // Frames beyond ~17 ms are time the page could not give to the user.
+  return Math.min(1000, Math.max(base, 3 * (frameMs - 17)));
 }
 
 let pending = false;
 let lastPush = 0;
+let lastFrame = 0;
+let frameMs = 16.7; // smoothed frame length
 function frame(now) {
+  if (lastFrame) frameMs = 0.9 * frameMs + 0.1 * Math.min(1000, now - lastFrame);
+  lastFrame = now;
   if (store.tick(now)) pending = true;
   if (pending && now - lastPush >= pushIntervalMs(store.size)) {
     fleetMap.setVehicles(store.featureCollection());
@@ -169,8 +177,11 @@ function frame(now) {
 
 // ---------- frames from the hub ----------
 
+let framesReceived = 0;
+
 function onFrame(f) {
   const now = performance.now();
+  framesReceived += 1;
   switch (f.type) {
     case 'hello':
       identity = { role: f.role, fleet: f.fleet ?? null, node: f.node };
@@ -308,6 +319,7 @@ $('signin-form').addEventListener('submit', async (e) => {
   const button = $('signin-submit');
   button.disabled = true;
   $('signin-error').hidden = false;
+  $('signin-error').dataset.i18n = 'signin.checking';
   $('signin-error').textContent = t('signin.checking');
   try {
     await signIn(candidate, { fresh: true });
@@ -403,6 +415,11 @@ window.fleethub = {
     return connState.state;
   },
   connectionStates: () => stateLog.slice(),
+  get framesReceived() {
+    return framesReceived;
+  },
+  /** True once the box of the current view is the one subscribed. */
+  viewSubscribed: () => !!fleetMap && fleetMap.currentBbox().join(',') === lastSentBbox,
   get subscribedBbox() {
     return lastSentBbox ? lastSentBbox.split(',').map(Number) : null;
   },

@@ -207,3 +207,25 @@ async fn with_a_batching_interval_a_driver_is_coalesced_to_its_newest_position()
         items.len()
     );
 }
+
+#[tokio::test]
+async fn each_position_reaches_a_dashboard_once_and_a_driver_leaving_the_box_is_seen_leaving() {
+    let app = spawn_app().await;
+    let mut dash = app.dashboard(Some("acme")).await;
+    dash.subscribe("main", LIMA).await;
+    let mut d = app.driver("d1", "acme").await;
+    let t = now_ms();
+    for seq in 1..=5u64 {
+        d.publish(seq, t + seq as i64, -12.05 - seq as f64 * 0.001, -77.04)
+            .await;
+    }
+    // The last fix is outside the box: it is delivered so the marker leaves the view.
+    d.publish(6, t + 6, 48.85, 2.35).await;
+    let items = dash.items_until_ts("d1", t + 6).await;
+    let ts: Vec<i64> = items.iter().filter_map(|i| i["ts"].as_i64()).collect();
+    assert_eq!(
+        ts,
+        (1..=6).map(|s| t + s).collect::<Vec<_>>(),
+        "once each, in order"
+    );
+}

@@ -174,3 +174,39 @@ async fn shutdown_closes_driver_sessions_with_1001() {
         Ended::Closed(1001, "server shutting down".into())
     );
 }
+
+/// With the database gone the trail queue fills, and the driver is told
+/// `storage_unavailable` instead of losing anything; once it is back, acks resume.
+#[tokio::test]
+async fn a_full_trail_queue_answers_storage_unavailable_and_acks_resume_after_recovery() {
+    let proxy = crate::proxy::Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let port = proxy.port;
+    let app = spawn_app_with(|s| {
+        use secrecy::ExposeSecret;
+        s.database.url = via_port(s.database.url.expose_secret(), port).into();
+        s.trails.queue_capacity = 3;
+    })
+    .await;
+    let mut d = app.driver("d1", "acme").await;
+    let t = now_ms();
+    d.publish(1, t, -12.05, -77.04).await;
+    proxy.cut();
+    for seq in 2..=4 {
+        d.send_pos(seq, t + seq as i64, -12.05, -77.04).await;
+    }
+    d.send_pos(5, t + 5, -12.05, -77.04).await;
+    let err = d.client.next_of("error").await;
+    assert_eq!(err["code"], "storage_unavailable");
+    assert_eq!(err["seq"], 5);
+    proxy.restore();
+    eventually("the queue drains after recovery", || async {
+        app.state.writer.queued() == 0
+    })
+    .await;
+    d.send_pos(6, t + 6, -12.05, -77.04).await;
+    let frames = d.ack_covering(6).await;
+    assert!(frames.iter().all(|f| f["type"] == "ack"), "{frames:?}");
+    let driver = fleethub::domain::DriverId::parse("d1").unwrap();
+    let stored = app.state.store.last_seq(&driver).await.unwrap();
+    assert_eq!(stored, 6);
+}

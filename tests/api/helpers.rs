@@ -23,8 +23,66 @@ pub struct TestApp {
     pub state: web::Data<AppState>,
     pub http: reqwest::Client,
     auth: Authenticator,
-    /// Holds the app's own SQLite file; removed when the test ends.
-    _data_dir: tempfile::TempDir,
+    /// Dropped with the app: the test's database goes with it.
+    _db: TestDb,
+}
+
+/// The PostgreSQL the tests use; override with `FLEETHUB_TEST_PG`.
+pub fn pg_admin_url() -> String {
+    std::env::var("FLEETHUB_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fresh PostgreSQL database for one test, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        use sqlx::{Connection, Executor};
+        let name = format!("fleethub_test_{:016x}", rand::random::<u64>());
+        let admin = pg_admin_url();
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL is required for the tests and is not reachable at {admin}: {e}")
+            });
+        let sql = format!(r#"CREATE DATABASE "{name}""#);
+        conn.execute(sqlx::AssertSqlSafe(sql))
+            .await
+            .expect("create the test database");
+        TestDb { name }
+    }
+
+    pub fn url(&self) -> String {
+        let admin = pg_admin_url();
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        format!("{base}/{}", self.name)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Drop runs outside async; a short-lived runtime on its own thread does the cleanup.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                use sqlx::{Connection, Executor};
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+                    let sql = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
+                    let _ = conn.execute(sqlx::AssertSqlSafe(sql)).await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 /// Test settings: a real secret (not dev mode), port 0, immediate fan-out.
@@ -46,11 +104,16 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// The test database's URL through a local port (a [`crate::proxy::Proxy`]).
+pub fn via_port(url: &str, port: u16) -> String {
+    url.replace("127.0.0.1:5432", &format!("127.0.0.1:{port}"))
+}
+
+/// The real hub on port 0, trails in a fresh PostgreSQL database.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = TestDb::create().await;
     let mut settings = test_settings();
-    // Each app its own trail database (tests set `database.url` for PostgreSQL).
-    let data_dir = tempfile::tempdir().expect("a temp dir");
-    settings.database.sqlite_path = data_dir.path().join("trails.db").display().to_string();
+    settings.database.url = db.url().into();
     configure(&mut settings);
     let app = Application::build(settings).await.expect("the hub starts");
     let port = app.port();
@@ -61,7 +124,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         state,
         http: reqwest::Client::new(),
         auth: Authenticator::new(SECRET.as_bytes()),
-        _data_dir: data_dir,
+        _db: db,
     }
 }
 

@@ -29,12 +29,19 @@ async fn a_dashboard_that_never_reads_costs_bounded_memory_and_is_closed_with_10
         .await;
     let mut reader = app.dashboard(Some("acme")).await;
     reader.subscribe("main", [-78.0, -13.0, -76.0, -11.0]).await;
+    // The reader keeps up, in its own task, until the last driver's last position.
+    let t = now_ms();
+    let last = t + ROUNDS as i64;
+    let reader = tokio::spawn(async move {
+        reader
+            .items_until_ts(&format!("d{}", DRIVERS - 1), last)
+            .await
+    });
 
     let mut drivers = Vec::new();
     for i in 0..DRIVERS {
         drivers.push(app.driver(&format!("d{i}"), "acme").await);
     }
-    let t = now_ms();
     let mut peak = 0usize;
     for round in 1..=ROUNDS {
         for (i, d) in drivers.iter_mut().enumerate() {
@@ -55,11 +62,8 @@ async fn a_dashboard_that_never_reads_costs_bounded_memory_and_is_closed_with_10
         peak < (DRIVERS as usize) * per_update * 4,
         "queued bytes peaked at {peak}"
     );
-    // The reader kept up and saw every driver's newest position.
-    let last = t + ROUNDS as i64;
-    reader
-        .items_until_ts(&format!("d{}", DRIVERS - 1), last)
-        .await;
+    // The reader kept up: it was never closed and saw the newest position.
+    reader.await.expect("the reader saw the last position");
     // The sleeper is closed once it stays stuck; its memory is released.
     eventually("the stuck dashboard is dropped", || async {
         app.state.hub.dashboards().len() == 1
