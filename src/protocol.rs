@@ -74,6 +74,10 @@ pub mod close {
     pub const TIMEOUT: u16 = 4002;
 }
 
+/// Highest seq accepted: 2^53, the largest integer every JSON client (JavaScript
+/// included) reads exactly, and far inside what the databases store.
+pub const MAX_SEQ: Seq = 1 << 53;
+
 /// One fix as a driver sends it, fields optional so that one bad item in a
 /// batch is reported alone instead of failing the whole frame.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -109,6 +113,9 @@ impl WireFix {
             message,
         };
         let seq = self.seq.ok_or_else(|| fail("seq is required".into()))?;
+        if seq > MAX_SEQ {
+            return Err(fail(format!("seq must be at most {MAX_SEQ}")));
+        }
         let (Some(ts), Some(lat), Some(lon)) = (self.ts, self.lat, self.lon) else {
             return Err(fail("ts, lat and lon are required".into()));
         };

@@ -19,8 +19,11 @@ use crate::trail_store::{self, TrailStore};
 use crate::trail_writer::TrailWriter;
 use crate::{api, dashboard_session, driver_session, metrics, static_files, trail_api};
 
-/// How long a graceful stop waits for connections and the trail flush.
+/// How long a graceful stop waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long it waits for the trail flush: longer than the writer's own retry
+/// limit, so the writer reports what it could not store itself.
+const FLUSH_GRACE: Duration = Duration::from_secs(12);
 
 /// What every handler and session shares.
 pub struct AppState {
@@ -127,7 +130,7 @@ impl Application {
         handle.stop(true).await;
         let _ = server.await;
         self.writer_stop.cancel();
-        match tokio::time::timeout(SHUTDOWN_GRACE, self.writer_task).await {
+        match tokio::time::timeout(FLUSH_GRACE, self.writer_task).await {
             Ok(_) => tracing::info!("trail queue flushed"),
             Err(_) => tracing::error!("trail queue not flushed in time"),
         }
