@@ -10,8 +10,8 @@
 //!
 //! Commit policy: one task takes submissions until it holds
 //! `trails.flush_max_rows` positions, or `trails.flush_interval_ms` has
-//! passed since the first, or nothing more is queued while the database is
-//! idle (so a quiet hub acks at once and a busy one batches). It hands the
+//! passed since the first (a commit costs far more CPU than a row: waiting
+//! for company is what keeps a quiet hub cheap). It hands the
 //! batch to a commit, one transaction, which resolves every submission in
 //! it. Up to the store's `max_concurrent_appends` commits run at once, and
 //! the next batch forms while they do. A failed append keeps the batch and
@@ -228,9 +228,7 @@ impl WriterTask {
     }
 
     /// Waits for a first submission, then gathers more until the batch is
-    /// full, or the queue is empty and no other commit is running (an idle
-    /// database gets the batch at once: batching then only adds latency), or
-    /// the flush interval has passed. False once shutdown is seen (or every
+    /// full or the flush interval has passed. False once shutdown is seen (or every
     /// sender is gone) before anything arrived.
     async fn collect(&mut self, batch: &mut Batch) -> bool {
         let first = tokio::select! {
@@ -242,9 +240,11 @@ impl WriterTask {
         batch.push(first);
         let deadline = Instant::now() + self.interval;
         while batch.points.len() < self.max_rows {
+            // Group commit: wait up to the flush interval for company. A commit
+            // costs far more CPU than a row, so at low rates this is what keeps
+            // the hub cheap; the interval bounds what it adds to ack latency.
             let sub = match self.rx.try_recv() {
                 Ok(sub) => Some(sub),
-                Err(_) if !self.others_committing() => None,
                 Err(_) => tokio::select! {
                     biased;
                     sub = self.rx.recv() => sub,
@@ -258,11 +258,6 @@ impl WriterTask {
             }
         }
         true
-    }
-
-    /// Whether a commit other than the one being collected holds a slot.
-    fn others_committing(&self) -> bool {
-        self.slots.available_permits() + 1 < self.concurrency as usize
     }
 
     /// After shutdown: refuses new submissions, commits everything queued,

@@ -13,6 +13,7 @@ async fn a_dashboard_that_never_reads_costs_bounded_memory_and_is_closed_with_10
     let app = spawn_app_with(|s| {
         s.dashboard.stuck_after_secs = 3;
         s.ws.send_buffer_bytes = 16 * 1024;
+        s.trails.flush_interval_ms = 1;
         s.driver.rate_burst = 100_000;
         s.driver.rate_per_sec = 100_000;
     })
