@@ -7,9 +7,7 @@ use serde_json::value::RawValue;
 use crate::api_error::ApiError;
 use crate::auth::{FleetScope, Role};
 use crate::domain::BBox;
-use crate::hub::view_json;
 use crate::metrics as m;
-use crate::outbox::Status;
 use crate::startup::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -103,24 +101,7 @@ async fn drivers(
     };
     let mut rows = state.hub.drivers_in(&identity.scope, &bbox);
     rows.sort_by_key(|r| std::cmp::Reverse(r.position.ts()));
-    let views: Vec<Box<RawValue>> = rows
-        .iter()
-        .map(|r| {
-            let status = if r.online {
-                Status::Online
-            } else {
-                Status::Offline
-            };
-            let (update, position) = (&r.update, &r.position);
-            view_json(
-                &update.driver,
-                &update.fleet,
-                position,
-                Some(status),
-                r.last_seen,
-            )
-        })
-        .collect();
+    let views: Vec<Box<RawValue>> = rows.iter().map(|r| r.view(true)).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "drivers": views })))
 }
 

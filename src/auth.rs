@@ -17,6 +17,16 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Driver => "driver",
+            Role::Dispatcher => "dispatcher",
+            Role::Admin => "admin",
+        }
+    }
+}
+
 impl std::str::FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -101,14 +111,6 @@ impl AuthError {
     }
 }
 
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Driver => "driver",
-        Role::Dispatcher => "dispatcher",
-        Role::Admin => "admin",
-    }
-}
-
 /// Signs and verifies tokens with one shared secret.
 pub struct Authenticator {
     encoding: EncodingKey,
@@ -173,7 +175,7 @@ impl Authenticator {
         let token = token_from_request(req).ok_or(AuthError::Missing)?;
         let identity = self.verify(&token)?;
         if !allowed.contains(&identity.role) {
-            return Err(AuthError::WrongRole(role_name(identity.role)));
+            return Err(AuthError::WrongRole(identity.role.as_str()));
         }
         Ok(identity)
     }

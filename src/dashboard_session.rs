@@ -14,9 +14,9 @@ use tokio::time::sleep;
 use crate::api_error::ApiError;
 use crate::auth::{FleetScope, Identity, Role};
 use crate::domain::{BBox, Timestamp};
-use crate::hub::{DashboardEntry, DriverRow, view_json};
+use crate::hub::{DashboardEntry, DriverRow};
 use crate::metrics as m;
-use crate::outbox::{Batch, Control, Outbox, Status};
+use crate::outbox::{Batch, Control, Outbox};
 use crate::protocol::{DashboardFrame, DashboardOut, ErrorCode, close, to_json};
 use crate::startup::AppState;
 
@@ -49,14 +49,6 @@ pub async fn connect(
     Ok(response)
 }
 
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Admin => "admin",
-        Role::Dispatcher => "dispatcher",
-        Role::Driver => "driver",
-    }
-}
-
 async fn run(
     state: web::Data<AppState>,
     identity: Identity,
@@ -65,7 +57,7 @@ async fn run(
 ) {
     let dash = state
         .hub
-        .add_dashboard(role_name(identity.role), identity.scope.clone());
+        .add_dashboard(identity.role.as_str(), identity.scope.clone());
     m::connection_opened("dashboard");
     let fleet = match &identity.scope {
         FleetScope::One(f) => Some(f.as_str()),
@@ -235,23 +227,7 @@ fn valid_id(id: Option<&str>) -> Option<&str> {
 
 fn snapshot_frame(id: &str, mut rows: Vec<DriverRow>) -> String {
     rows.sort_by_key(|r| std::cmp::Reverse(r.position.ts()));
-    let views: Vec<_> = rows
-        .iter()
-        .map(|r| {
-            let status = if r.online {
-                Status::Online
-            } else {
-                Status::Offline
-            };
-            view_json(
-                &r.update.driver,
-                &r.update.fleet,
-                &r.position,
-                Some(status),
-                None,
-            )
-        })
-        .collect();
+    let views: Vec<_> = rows.iter().map(|r| r.view(false)).collect();
     to_json(&DashboardOut::Snapshot {
         id,
         drivers: views.iter().map(|v| v.as_ref()).collect(),

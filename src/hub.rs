@@ -79,6 +79,20 @@ pub struct DriverRow {
     pub last_seen: Option<Timestamp>,
 }
 
+impl DriverRow {
+    /// The protocol's `P` with the driver's status, and `last_seen` when asked.
+    pub fn view(&self, with_last_seen: bool) -> Box<RawValue> {
+        let status = if self.online {
+            Status::Online
+        } else {
+            Status::Offline
+        };
+        let last_seen = self.last_seen.filter(|_| with_last_seen);
+        let (driver, fleet) = (&self.update.driver, &self.update.fleet);
+        view_json(driver, fleet, &self.position, Some(status), last_seen)
+    }
+}
+
 /// What a dashboard has subscribed to, for the admin listing.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SubscriptionInfo {
