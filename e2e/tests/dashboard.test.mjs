@@ -171,7 +171,11 @@ describe('dispatcher dashboard', { timeout: 30 * 60_000 }, () => {
       { timeoutMs: 15_000, what: 'at least 10 vehicles to move' },
     );
     assert.ok(moved >= 10);
-    const legend = Number((await page.textContent('#count-moving')).replace(/\D/g, ''));
+    // Vehicles start at a stop; wait until some are under way.
+    const legend = await waitFor(
+      async () => Number((await page.textContent('#count-moving')).replace(/\D/g, '')) || false,
+      { timeoutMs: 20_000, what: 'the legend to count moving vehicles' },
+    );
     assert.ok(legend > 0, 'the legend counts moving vehicles');
     await shot(page, '03-live-vehicles');
     await closePage(page);
