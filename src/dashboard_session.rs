@@ -152,7 +152,7 @@ impl Reader {
             }
             AggregatedMessage::Pong(_) => true,
             AggregatedMessage::Close(_) => {
-                self.dash.outbox.close(1000, "bye");
+                self.dash.outbox.close(close::NORMAL, "bye");
                 false
             }
         }

@@ -221,7 +221,7 @@ impl DriverActor {
                 self.session.pong(&bytes).await.map_err(|_| Exit::Gone)
             }
             AggregatedMessage::Pong(_) => Ok(()),
-            AggregatedMessage::Close(_) => Err(Exit::Gone),
+            AggregatedMessage::Close(_) => Err(Exit::Close(close::NORMAL, "bye")),
         }
     }
 

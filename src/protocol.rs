@@ -60,6 +60,8 @@ impl ErrorCode {
 
 /// WebSocket close codes the hub sends.
 pub mod close {
+    /// The peer closed first; the hub answers in kind.
+    pub const NORMAL: u16 = 1000;
     /// The hub is shutting down (standard "going away").
     pub const GOING_AWAY: u16 = 1001;
     /// Sustained abuse, or a token that expired on an open socket (standard "policy violation").

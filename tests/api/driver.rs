@@ -210,3 +210,15 @@ async fn a_full_trail_queue_answers_storage_unavailable_and_acks_resume_after_re
     let stored = app.state.store.last_seq(&driver).await.unwrap();
     assert_eq!(stored, 6);
 }
+
+#[tokio::test]
+async fn a_driver_that_closes_first_gets_its_close_answered() {
+    let app = spawn_app().await;
+    let mut d = app.driver("d1", "acme").await;
+    d.client.ws.close(None).await.unwrap();
+    assert_eq!(d.client.ended().await, Ended::Closed(1000, "bye".into()));
+    eventually("the driver is unregistered", || async {
+        app.state.hub.connected_drivers() == 0
+    })
+    .await;
+}

@@ -322,6 +322,17 @@ impl DashboardClient {
 
     /// Reads position items until `driver` shows up; returns every item seen.
     pub async fn items_until(&mut self, driver: &str) -> Vec<Value> {
+        self.items_until_item(|i| i["driver"] == driver).await
+    }
+
+    /// Reads position items until `driver` shows up with fix time `ts`.
+    pub async fn items_until_ts(&mut self, driver: &str, ts: i64) -> Vec<Value> {
+        self.items_until_item(|i| i["driver"] == driver && i["ts"] == ts)
+            .await
+    }
+
+    /// Every item received, oldest first, up to the batch holding one that matches.
+    async fn items_until_item(&mut self, found: impl Fn(&Value) -> bool) -> Vec<Value> {
         let mut items = Vec::new();
         loop {
             let v = self.client.next().await;
@@ -329,9 +340,10 @@ impl DashboardClient {
                 continue;
             }
             let batch = v["items"].as_array().cloned().unwrap_or_default();
-            let found = batch.iter().any(|i| i["driver"] == driver);
-            items.extend(batch);
-            if found {
+            let done = batch.iter().any(&found);
+            // Items in a batch are newest first.
+            items.extend(batch.into_iter().rev());
+            if done {
                 return items;
             }
         }
@@ -341,24 +353,4 @@ impl DashboardClient {
 /// The lead item of a driver in a list of items.
 pub fn item_of<'a>(items: &'a [Value], driver: &str) -> Option<&'a Value> {
     items.iter().find(|i| i["driver"] == driver)
-}
-
-impl DashboardClient {
-    /// Reads position items until `driver` shows up with fix time `ts`.
-    pub async fn items_until_ts(&mut self, driver: &str, ts: i64) -> Vec<Value> {
-        let mut items = Vec::new();
-        loop {
-            let v = self.client.next().await;
-            if v["type"] != "positions" {
-                continue;
-            }
-            let batch = v["items"].as_array().cloned().unwrap_or_default();
-            let found = batch.iter().any(|i| i["driver"] == driver && i["ts"] == ts);
-            // Items in a batch are newest first; keep arrival order oldest first.
-            items.extend(batch.into_iter().rev());
-            if found {
-                return items;
-            }
-        }
-    }
 }
