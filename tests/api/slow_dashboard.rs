@@ -30,13 +30,16 @@ async fn a_dashboard_that_never_reads_costs_bounded_memory_and_is_closed_with_10
         .await;
     let mut reader = app.dashboard(Some("acme")).await;
     reader.subscribe("main", [-78.0, -13.0, -76.0, -11.0]).await;
-    // The reader keeps up, in its own task, until the last driver's last position.
+    // The reader keeps up, in its own task, until the last driver's last
+    // position; it stays connected after that, so that the dashboard count
+    // below tells about the sleeper.
     let t = now_ms();
     let last = t + ROUNDS as i64;
     let reader = tokio::spawn(async move {
         reader
             .items_until_ts(&format!("d{}", DRIVERS - 1), last)
-            .await
+            .await;
+        reader
     });
 
     let mut drivers = Vec::new();
@@ -64,7 +67,7 @@ async fn a_dashboard_that_never_reads_costs_bounded_memory_and_is_closed_with_10
         "queued bytes peaked at {peak}"
     );
     // The reader kept up: it was never closed and saw the newest position.
-    reader.await.expect("the reader saw the last position");
+    let _reader = reader.await.expect("the reader saw the last position");
     // The sleeper is closed once it stays stuck; its memory is released.
     eventually("the stuck dashboard is dropped", || async {
         app.state.hub.dashboards().len() == 1
