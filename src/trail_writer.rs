@@ -8,22 +8,22 @@
 //! bounded, and callers tell drivers `storage_unavailable` instead of
 //! dropping anything silently.
 //!
-//! Commit policy: one task takes submissions until it holds
-//! `trails.flush_max_rows` positions, or `trails.flush_interval_ms` has
-//! passed since the first (a commit costs far more CPU than a row: waiting
-//! for company is what keeps a quiet hub cheap). It hands the
-//! batch to a commit, one transaction, which resolves every submission in
-//! it. Up to the store's `max_concurrent_appends` commits run at once, and
+//! Commit policy: one task gathers submissions in windows of
+//! `trails.flush_interval_ms` (the first submission after a quiet spell
+//! opens one), and cuts a batch early when it holds `trails.flush_max_rows`
+//! positions (a commit costs far more CPU than a row: waiting for company is
+//! what keeps a quiet hub cheap). It hands the batch to a commit, one
+//! statement, which resolves every submission in it. Up to the store's `max_concurrent_appends` commits run at once, and
 //! the next batch forms while they do. A failed append keeps the batch and
 //! retries it with exponential backoff; retrying is safe because the store
 //! skips fixes it already holds. Nothing is resolved `Ok` before its
 //! commit.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -67,6 +67,11 @@ struct Shared {
     room: Arc<Semaphore>,
     capacity: usize,
     db_failing: AtomicBool,
+    /// Positions submitted and not yet taken into a batch.
+    unbatched: AtomicUsize,
+    /// A group commit's worth of positions is waiting: the writer stops waiting for company.
+    batch_full: Notify,
+    max_rows: usize,
 }
 
 impl Shared {
@@ -98,6 +103,9 @@ impl TrailWriter {
             room: Arc::new(Semaphore::new(capacity)),
             capacity,
             db_failing: AtomicBool::new(false),
+            unbatched: AtomicUsize::new(0),
+            batch_full: Notify::new(),
+            max_rows: settings.flush_max_rows.max(1),
         });
         // Every submission holds at least one permit, so this channel never
         // holds more messages than the semaphore allows positions.
@@ -115,6 +123,7 @@ impl TrailWriter {
             }),
             slots: Arc::new(Semaphore::new(concurrency as usize)),
             concurrency,
+            window: None,
         };
         let handle = tokio::spawn(task.run());
         (TrailWriter { tx, shared }, handle)
@@ -142,9 +151,15 @@ impl TrailWriter {
             .ok()
             .and_then(|n| self.shared.room.clone().try_acquire_many_owned(n).ok())
             .ok_or_else(|| self.refuse(n))?;
-        self.tx
-            .try_send(Submission { points, done, room })
-            .map_err(|_| self.refuse(n))?;
+        // Counted before the send, so the writer's decrement never runs first.
+        let before = self.shared.unbatched.fetch_add(n, Ordering::Relaxed);
+        if self.tx.try_send(Submission { points, done, room }).is_err() {
+            self.shared.unbatched.fetch_sub(n, Ordering::Relaxed);
+            return Err(self.refuse(n));
+        }
+        if before < self.shared.max_rows && before + n >= self.shared.max_rows {
+            self.shared.batch_full.notify_one();
+        }
         self.shared.publish_queued();
         Ok(committed)
     }
@@ -177,6 +192,8 @@ struct WriterTask {
     /// `max_concurrent_appends`); the next batch forms while they run.
     slots: Arc<Semaphore>,
     concurrency: u32,
+    /// When the current batching window closes; `None` while the hub is quiet.
+    window: Option<Instant>,
 }
 
 /// Commits batches; shared by the commits in flight.
@@ -227,37 +244,68 @@ impl WriterTask {
         });
     }
 
-    /// Waits for a first submission, then gathers more until the batch is
-    /// full or the flush interval has passed. False once shutdown is seen (or every
-    /// sender is gone) before anything arrived.
+    /// Gathers the next batch: everything submitted until the current window
+    /// closes (or a full batch is waiting). False once shutdown is seen (or
+    /// every sender is gone) with nothing gathered.
+    ///
+    /// While traffic flows, windows follow each other and the queue is
+    /// drained when each one closes: the task wakes once per window, never
+    /// per submission (at low rates those wake-ups, each one a thread
+    /// crossing from the connection workers, cost more CPU than the commit).
+    /// A window that closes empty means the hub went quiet: the task then
+    /// sleeps until the next submission, which opens a new window.
     async fn collect(&mut self, batch: &mut Batch) -> bool {
-        let first = tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => None,
-            sub = self.rx.recv() => sub,
-        };
-        let Some(first) = first else { return false };
-        batch.push(first);
-        let deadline = Instant::now() + self.interval;
-        while batch.points.len() < self.max_rows {
-            // Group commit: wait up to the flush interval for company. A commit
-            // costs far more CPU than a row, so at low rates this is what keeps
-            // the hub cheap; the interval bounds what it adds to ack latency.
-            let sub = match self.rx.try_recv() {
-                Ok(sub) => Some(sub),
-                Err(_) => tokio::select! {
-                    biased;
-                    sub = self.rx.recv() => sub,
-                    _ = tokio::time::sleep_until(deadline) => None,
-                    _ = self.shutdown.cancelled() => None,
-                },
+        loop {
+            let deadline = match self.window.take() {
+                Some(deadline) => deadline,
+                None => {
+                    let first = tokio::select! {
+                        biased;
+                        _ = self.shutdown.cancelled() => None,
+                        sub = self.rx.recv() => sub,
+                    };
+                    let Some(first) = first else { return false };
+                    self.take(batch, first);
+                    Instant::now() + self.interval
+                }
             };
-            match sub {
-                Some(sub) => batch.push(sub),
-                None => break,
+            if !self.drain_ready(batch) {
+                tokio::select! {
+                    biased;
+                    _ = self.shutdown.cancelled() => {}
+                    _ = self.committer.shared.batch_full.notified() => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+                self.drain_ready(batch);
+            }
+            if !batch.pending.is_empty() {
+                self.window = Some(deadline + self.interval);
+                return true;
+            }
+            if self.shutdown.is_cancelled() {
+                return false;
+            }
+        }
+    }
+
+    /// Moves queued submissions into the batch until it is full or the queue
+    /// is empty; true when the batch is full.
+    fn drain_ready(&mut self, batch: &mut Batch) -> bool {
+        while batch.points.len() < self.max_rows {
+            match self.rx.try_recv() {
+                Ok(sub) => self.take(batch, sub),
+                Err(_) => return false,
             }
         }
         true
+    }
+
+    fn take(&self, batch: &mut Batch, sub: Submission) {
+        self.committer
+            .shared
+            .unbatched
+            .fetch_sub(sub.points.len(), Ordering::Relaxed);
+        batch.push(sub);
     }
 
     /// After shutdown: refuses new submissions, commits everything queued,
@@ -266,7 +314,7 @@ impl WriterTask {
         self.rx.close();
         let mut batch = Batch::default();
         while let Some(sub) = self.rx.recv().await {
-            batch.push(sub);
+            self.take(&mut batch, sub);
             if batch.points.len() >= self.max_rows {
                 self.spawn_when_free(std::mem::take(&mut batch)).await;
             }

@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use parking_lot::Mutex;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{ConnectOptions, Row};
+use sqlx::{ConnectOptions, Postgres, Row};
 
 use super::{
     DAY_MS, DriverRecord, StoreError, TrailQuery, TrailStore, latest_per_driver, retention_cutoff,
@@ -24,19 +26,21 @@ const PARTITION_DAYS_BACK: i64 = 8;
 /// ...and this many days ahead, renewed hourly by maintenance.
 const PARTITION_DAYS_AHEAD: i64 = 3;
 
-/// The batch's positions; a fix already stored is skipped.
-const INSERT_POSITIONS: &str = r#"
-INSERT INTO positions (driver_id, fleet_id, seq, ts, lat, lon, speed, heading, acc)
-SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::float8[],
-                     $6::float8[], $7::float8[], $8::float8[], $9::float8[])
-ON CONFLICT DO NOTHING
-"#;
-
-/// One row per driver of the batch. `last_seq` only grows and the last
-/// position only moves to a newer fix, so the order of commits is irrelevant.
-const UPSERT_DRIVERS: &str = r#"
+/// One group commit in one statement (so one round trip, atomic without a
+/// transaction block): the batch's positions, a fix already stored being
+/// skipped, and one row per driver of the batch. A driver's `last_seq` only
+/// grows and its last position only moves to a newer fix, so the order of
+/// commits is irrelevant. (A data-modifying `WITH` runs whether or not the
+/// outer statement reads it.)
+const APPEND: &str = r#"
+WITH new_positions AS (
+    INSERT INTO positions (driver_id, fleet_id, seq, ts, lat, lon, speed, heading, acc)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::float8[],
+                         $6::float8[], $7::float8[], $8::float8[], $9::float8[])
+    ON CONFLICT DO NOTHING
+)
 INSERT INTO drivers AS d (driver_id, fleet_id, last_seq, last_ts, last_lat, last_lon)
-SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::float8[], $6::float8[])
+SELECT * FROM UNNEST($10::text[], $11::text[], $12::int8[], $13::int8[], $14::float8[], $15::float8[])
 ON CONFLICT (driver_id) DO UPDATE SET
     last_seq   = GREATEST(d.last_seq, EXCLUDED.last_seq),
     fleet_id   = CASE WHEN EXCLUDED.last_ts >= d.last_ts THEN EXCLUDED.fleet_id ELSE d.fleet_id END,
@@ -61,6 +65,11 @@ LIMIT $5
 
 pub struct PgTrailStore {
     pool: PgPool,
+    /// Connections kept by the writer's commits from one commit to the next:
+    /// going through the pool each time would add two round trips per commit
+    /// (sqlx pings a connection when it is handed out and when it comes back).
+    /// A connection whose commit failed is not kept.
+    committers: Mutex<Vec<PoolConnection<Postgres>>>,
 }
 
 impl PgTrailStore {
@@ -77,7 +86,10 @@ impl PgTrailStore {
             .connect_with(options)
             .await
             .context("connecting to PostgreSQL")?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            committers: Mutex::new(Vec::with_capacity(CONCURRENT_APPENDS)),
+        })
     }
 
     /// The pool, for tools (benchmarks, tests) that need raw access.
@@ -235,8 +247,12 @@ impl TrailStore for PgTrailStore {
         });
         let p = Columns::of_points(&sorted)?;
         let d = Columns::of_drivers(points)?;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(INSERT_POSITIONS)
+        let kept = self.committers.lock().pop();
+        let mut conn = match kept {
+            Some(conn) => conn,
+            None => self.pool.acquire().await?,
+        };
+        sqlx::query(APPEND)
             .bind(p.driver)
             .bind(p.fleet)
             .bind(p.seq)
@@ -246,18 +262,18 @@ impl TrailStore for PgTrailStore {
             .bind(p.speed)
             .bind(p.heading)
             .bind(p.acc)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(UPSERT_DRIVERS)
             .bind(d.driver)
             .bind(d.fleet)
             .bind(d.seq)
             .bind(d.ts)
             .bind(d.lat)
             .bind(d.lon)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
-        tx.commit().await?;
+        let mut kept = self.committers.lock();
+        if kept.len() < CONCURRENT_APPENDS {
+            kept.push(conn);
+        }
         Ok(())
     }
 
