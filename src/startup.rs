@@ -155,6 +155,10 @@ fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<S
             .configure(static_files::routes)
     })
     .on_connect(move |conn, _| limit_send_buffer(conn, send_buffer))
+    // Frames are small and each is due now: Nagle's algorithm would hold one
+    // back until the peer acknowledges the previous one (up to its 40 ms
+    // delayed ACK).
+    .tcp_nodelay(true)
     .workers(workers)
     .listen(listener)?
     .disable_signals()
