@@ -144,6 +144,10 @@ impl Scenario {
 
 /// The moving parts of a run.
 struct Fleet {
+    /// Dashboards read on a thread of their own: on the drivers' runtime a
+    /// receipt would wait behind thousands of runnable driver tasks, and that
+    /// queueing in the load generator would be counted as the hub's latency.
+    dashboard_runtime: DashboardRuntime,
     stats: Arc<Stats>,
     roster: Arc<Roster>,
     views: Vec<SharedView>,
@@ -185,7 +189,7 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<Report> {
         .spread_sources
         .unwrap_or(sockets > net::SPREAD_ABOVE);
     let roster = Arc::new(Roster::new(scenario.driver_ids()?));
-    let mut fleet = Fleet::new(roster);
+    let mut fleet = Fleet::new(roster)?;
     let (sampler_stop, sampler_rx) = watch::channel(false);
     let mut watched = scenario.server_pids.clone();
     watched.push(std::process::id());
@@ -294,8 +298,9 @@ async fn progress(fleet: &Fleet, duration: Duration) {
 }
 
 impl Fleet {
-    fn new(roster: Arc<Roster>) -> Self {
-        Self {
+    fn new(roster: Arc<Roster>) -> anyhow::Result<Self> {
+        Ok(Self {
+            dashboard_runtime: DashboardRuntime::start()?,
             stats: Arc::new(Stats::new()),
             roster,
             views: Vec::new(),
@@ -303,7 +308,7 @@ impl Fleet {
             tasks: Vec::new(),
             sending: watch::channel(true).0,
             shutdown: watch::channel(false).0,
-        }
+        })
     }
 
     fn start_dashboards(&mut self, s: &Scenario, spread: bool) {
@@ -334,7 +339,7 @@ impl Fleet {
                 view,
                 self.shutdown.subscribe(),
             );
-            self.tasks.push(tokio::spawn(task));
+            self.tasks.push(self.dashboard_runtime.spawn(task));
         }
     }
 
@@ -554,4 +559,37 @@ fn server_usage(
         peak_rss_mb: server_peaks().map(|(_, p)| p.rss_bytes as f64).sum::<f64>() / MB,
         vm_hwm_mb: server_peaks().map(|(_, p)| p.hwm_bytes as f64).sum::<f64>() / MB,
     })
+}
+
+/// A one-thread runtime for the dashboards, shut down with the run (a tokio
+/// runtime may not be dropped from async code, hence the wrapper).
+struct DashboardRuntime(Option<tokio::runtime::Runtime>);
+
+impl DashboardRuntime {
+    fn start() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("dashboards")
+            .enable_all()
+            .build()?;
+        Ok(Self(Some(runtime)))
+    }
+
+    fn spawn<F>(&self, task: F) -> JoinHandle<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match &self.0 {
+            Some(runtime) => runtime.spawn(task),
+            None => tokio::spawn(task),
+        }
+    }
+}
+
+impl Drop for DashboardRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
