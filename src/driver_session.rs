@@ -141,7 +141,8 @@ impl DriverActor {
             return Exit::Gone;
         }
         let ws = &self.state.settings.ws;
-        let mut heartbeat = tokio::time::interval(Duration::from_secs(ws.heartbeat_secs));
+        let heartbeat_every = Duration::from_secs(ws.heartbeat_secs);
+        let mut heartbeat = tokio::time::interval(heartbeat_every);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let client_timeout = Duration::from_secs(ws.client_timeout_secs);
         let offline_after = Duration::from_secs(self.state.settings.driver.offline_after_secs);
@@ -167,10 +168,15 @@ impl DriverActor {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    if self.last_heard.elapsed() > client_timeout {
+                    let quiet_for = self.last_heard.elapsed();
+                    if quiet_for > client_timeout {
                         return Exit::Close(close::TIMEOUT, "no pong");
                     }
-                    if self.session.ping(b"").await.is_err() { return Exit::Gone; }
+                    // A driver that streams positions proves it is alive; only a
+                    // quiet one is pinged (a ping and its pong cost as much as a fix).
+                    if quiet_for >= heartbeat_every / 2 && self.session.ping(b"").await.is_err() {
+                        return Exit::Gone;
+                    }
                 }
                 _ = &mut silence, if self.online => {
                     self.online = false;
