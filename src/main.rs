@@ -11,6 +11,11 @@ use fleethub::startup::Application;
 use fleethub::telemetry;
 use secrecy::ExposeSecret;
 
+// glibc malloc gives each worker thread an arena it grows and trims with
+// mprotect and page faults on the hot path; mimalloc keeps per-thread pages.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "fleethub", version, about = "Real-time fleet-tracking hub")]
 struct Cli {
@@ -84,8 +89,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn serve(settings: Settings, demo: Option<usize>) -> anyhow::Result<()> {
-    // One thread for the trail writer and housekeeping, one per core for the
-    // connections (actix workers): few threads, few cross-thread wake-ups.
+    // One thread for the trail writer and housekeeping, `workers` (by default
+    // half the cores) for the connections: few threads, few cross-thread wake-ups.
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings).await?;
         if let Some(drivers) = demo {
