@@ -141,7 +141,7 @@ impl Application {
 fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<Server> {
     let send_buffer = state.settings.ws.send_buffer_bytes;
     let workers = match state.settings.workers {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        0 => default_workers(),
         n => n,
     };
     let server = HttpServer::new(move || {
@@ -165,6 +165,17 @@ fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<S
     .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
     .run();
     Ok(server)
+}
+
+/// Half the cores, at least one. A position crosses from its driver's worker
+/// to every watching dashboard's worker; on one worker those hand-offs are
+/// local task wake-ups instead of cross-thread ones (a syscall and a sleeping
+/// thread to wake each time). Measured on two cores: about a third less CPU
+/// per delivery with one worker than with two at 300 drivers, the same at 10,000.
+/// The other half is left to the database and to the kernel's network work,
+/// which on a busy hub costs as much as the hub itself.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (usize::from(n) / 2).max(1))
 }
 
 /// Caps the kernel's send buffer so a peer that stops reading pins a bounded
