@@ -18,6 +18,7 @@ use tokio::time::{Sleep, sleep};
 use crate::ack_tracker::AckTracker;
 use crate::api_error::ApiError;
 use crate::auth::{AuthError, DriverIdentity, Role};
+use crate::config::DriverSettings;
 use crate::domain::{Seq, Timestamp, TrailPoint};
 use crate::hub::{ConnId, DriverCommand, DriverHandle, PublishOutcome};
 use crate::metrics as m;
@@ -83,6 +84,12 @@ struct DriverActor {
     online: bool,
 }
 
+/// A driver's position budget (`driver.rate_per_sec`, burst `driver.rate_burst`),
+/// shared by the WebSocket and HTTP paths.
+pub(crate) fn position_quota(settings: &DriverSettings) -> Quota {
+    quota(settings.rate_per_sec, settings.rate_burst)
+}
+
 fn quota(per_sec: u32, burst: u32) -> Quota {
     let per_sec = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
@@ -99,7 +106,7 @@ async fn run(
     let conn = state.hub.next_id();
     let settings = &state.settings.driver;
     let mut actor = DriverActor {
-        limiter: RateLimiter::direct(quota(settings.rate_per_sec, settings.rate_burst)),
+        limiter: RateLimiter::direct(position_quota(settings)),
         abuse: RateLimiter::direct(quota(settings.abuse_per_sec, settings.abuse_burst)),
         state: state.clone(),
         me,

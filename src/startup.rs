@@ -38,6 +38,8 @@ pub struct AppState {
     pub dev_mode: bool,
     /// The secret tokens are checked with (generated in dev mode); for the demo fleet.
     pub jwt_secret: SecretString,
+    /// Per-driver rate limit of `POST /api/v1/positions`.
+    pub upload_limiter: Arc<trail_api::UploadLimiter>,
 }
 
 pub struct Application {
@@ -76,6 +78,7 @@ impl Application {
             shutdown.clone(),
         ));
         let node_id = node_id(&settings);
+        let upload_limiter = Arc::new(trail_api::upload_limiter(&settings.driver));
         let state = web::Data::new(AppState {
             settings: Arc::new(settings),
             auth: Arc::new(Authenticator::new(secret.as_bytes())),
@@ -86,7 +89,12 @@ impl Application {
             shutdown,
             dev_mode,
             jwt_secret: SecretString::from(secret),
+            upload_limiter,
         });
+        tokio::spawn(trail_api::run_pruning(
+            state.upload_limiter.clone(),
+            state.shutdown.clone(),
+        ));
         tokio::spawn(metrics::run_upkeep(
             state.metrics.clone(),
             state.shutdown.clone(),

@@ -9,6 +9,7 @@ mod upload;
 use actix_web::web;
 
 pub use geometry::{Summary, simplify, summarize};
+pub use upload::{UploadLimiter, run_pruning, upload_limiter};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/drivers/{id}/trail", web::get().to(history::trail))

@@ -1,17 +1,51 @@
 //! `POST /api/v1/positions`: a driver's batch over HTTP, answered after the
-//! commit. Same validation and limits as the WebSocket path; the fixes go
-//! live at once, the answer waits for the database.
+//! commit. Same validation and limits as the WebSocket path (the rate limit
+//! included: posting must not be a way around it); the fixes go live at
+//! once, the answer waits for the database.
 
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use governor::{DefaultKeyedRateLimiter, RateLimiter};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::api_error::ApiError;
 use crate::auth::{DriverIdentity, Role};
-use crate::domain::{Seq, Timestamp, TrailPoint};
+use crate::config::DriverSettings;
+use crate::domain::{DriverId, Seq, Timestamp, TrailPoint};
+use crate::driver_session::position_quota;
 use crate::metrics as m;
 use crate::protocol::{ErrorCode, WireFix};
 use crate::startup::AppState;
 use crate::trail_store::StoreError;
+
+/// Per-driver buckets of the HTTP path, with the WebSocket path's quota.
+pub type UploadLimiter = DefaultKeyedRateLimiter<DriverId>;
+
+/// How often buckets that have refilled are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+pub fn upload_limiter(settings: &DriverSettings) -> UploadLimiter {
+    RateLimiter::keyed(position_quota(settings))
+}
+
+/// Forgets the buckets of drivers that have not posted lately, so the map
+/// holds the recent uploaders only.
+pub async fn run_pruning(limiter: std::sync::Arc<UploadLimiter>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
+        }
+    }
+}
 
 #[derive(Deserialize)]
 struct Body {
@@ -55,12 +89,29 @@ pub(super) async fn positions(
         ));
     }
     m::received(body.items.len() as u64);
+    within_rate(&state, &me.driver, body.items.len())?;
     let (points, rejected) = validate(&state, &me, &body.items);
     let ack = points.iter().map(|p| p.seq).max().unwrap_or(0);
     if !points.is_empty() {
         commit(&state, &me, points).await?;
     }
     Ok(HttpResponse::Ok().json(Answer { ack, rejected }))
+}
+
+/// 429 `rate_limited` when the items do not fit the driver's bucket; nothing is taken then.
+fn within_rate(state: &AppState, driver: &DriverId, items: usize) -> Result<(), ApiError> {
+    let Some(n) = u32::try_from(items).ok().and_then(NonZeroU32::new) else {
+        return Ok(());
+    };
+    if let Ok(Ok(())) = state.upload_limiter.check_key_n(driver, n) {
+        return Ok(());
+    }
+    m::rejected(ErrorCode::RateLimited.as_str(), items as u64);
+    Err(ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::RateLimited.as_str(),
+        "too many positions: slow down and resend",
+    ))
 }
 
 /// Checks every fix; the valid ones go live at once (fan-out never waits for the database).

@@ -411,6 +411,35 @@ async fn positions_posted_over_http_are_acked_after_the_commit_and_shown_live() 
     );
 }
 
+#[tokio::test]
+async fn posting_positions_over_http_is_rate_limited_per_driver() {
+    let app = spawn_app_with(|s| {
+        s.driver.rate_burst = 10;
+        s.driver.rate_per_sec = 1;
+    })
+    .await;
+    let start = now_ms() - 60_000;
+    let post = |driver: &str, seqs: std::ops::RangeInclusive<u64>| {
+        let items: Vec<Value> = seqs.map(|s| fix(s, start + s as i64 * 1000)).collect();
+        app.http
+            .post(app.url("/api/v1/positions"))
+            .bearer_auth(app.token(Role::Driver, driver, Some("acme")))
+            .json(&json!({ "items": items }))
+            .send()
+    };
+    assert_eq!(post("d1", 1..=10).await.unwrap().status(), 200);
+    let res = post("d1", 11..=15).await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "rate_limited"
+    );
+    // Nothing of the refused request was taken; another driver has its own bucket.
+    let d1 = fleethub::domain::DriverId::parse("d1").unwrap();
+    assert_eq!(app.state.store.last_seq(&d1).await.unwrap(), 10);
+    assert_eq!(post("d2", 1..=10).await.unwrap().status(), 200);
+}
+
 // ---- a database outage, seen from the apps ----
 
 #[tokio::test]
