@@ -7,7 +7,7 @@
 //! auth; creates and drops its own database). Knobs, as environment
 //! variables: `INGEST_DRIVERS` (default 2000), `INGEST_PER_DRIVER` (250),
 //! `INGEST_BATCH` (fixes per submission, default 1: phones sending one fix
-//! a second), `INGEST_QUEUE` (100000), `INGEST_FLUSH_ROWS` (5000),
+//! a second), `INGEST_QUEUE` (100000), `INGEST_FLUSH_ROWS` (20000),
 //! `INGEST_FLUSH_MS` (10), `INGEST_ROUNDS` (2).
 
 use std::sync::Arc;
@@ -114,7 +114,7 @@ async fn through_writer(
     let settings = TrailSettings {
         retention_days: 90,
         queue_capacity: knob("INGEST_QUEUE", 100_000),
-        flush_max_rows: knob("INGEST_FLUSH_ROWS", 5000),
+        flush_max_rows: knob("INGEST_FLUSH_ROWS", 20_000),
         flush_interval_ms: knob("INGEST_FLUSH_MS", 10) as u64,
     };
     let shutdown = CancellationToken::new();
