@@ -12,9 +12,10 @@
 //! `trails.flush_interval_ms` (the first submission after a quiet spell
 //! opens one), and cuts a batch early when it holds `trails.flush_max_rows`
 //! positions (a commit costs far more CPU than a row: waiting for company is
-//! what keeps a quiet hub cheap). It hands the batch to a commit, one
-//! statement, which resolves every submission in it. Up to the store's `max_concurrent_appends` commits run at once, and
-//! the next batch forms while they do. A failed append keeps the batch and
+//! what keeps a quiet hub cheap). It hands the batch to one commit, which
+//! resolves every submission in it. Up to the store's
+//! `max_concurrent_appends` commits run at once, and the next batch forms
+//! while they do. A failed append keeps the batch and
 //! retries it with exponential backoff; retrying is safe because the store
 //! skips fixes it already holds. Nothing is resolved `Ok` before its
 //! commit.
@@ -99,13 +100,14 @@ impl TrailWriter {
         shutdown: CancellationToken,
     ) -> (TrailWriter, JoinHandle<()>) {
         let capacity = settings.queue_capacity.max(1);
+        let max_rows = settings.flush_max_rows.max(1);
         let shared = Arc::new(Shared {
             room: Arc::new(Semaphore::new(capacity)),
             capacity,
             db_failing: AtomicBool::new(false),
             unbatched: AtomicUsize::new(0),
             batch_full: Notify::new(),
-            max_rows: settings.flush_max_rows.max(1),
+            max_rows,
         });
         // Every submission holds at least one permit, so this channel never
         // holds more messages than the semaphore allows positions.
@@ -113,7 +115,7 @@ impl TrailWriter {
         let concurrency = u32::try_from(store.max_concurrent_appends().clamp(1, 16)).unwrap_or(1);
         let task = WriterTask {
             rx,
-            max_rows: settings.flush_max_rows.max(1),
+            max_rows,
             interval: Duration::from_millis(settings.flush_interval_ms),
             shutdown: shutdown.clone(),
             committer: Arc::new(Committer {
