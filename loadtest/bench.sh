@@ -6,7 +6,8 @@
 #   loadtest/bench.sh NAME [loadtest flags...]
 #
 # Environment: STORE=postgres|sqlite (default postgres), any FLEETHUB_* setting
-# for the hub (e.g. FLEETHUB_FANOUT__INTERVAL_MS=0), PERF=1 to record a
+# for the hub (e.g. FLEETHUB_FANOUT__INTERVAL_MS=0), FLEETHUB_BIN to run another
+# build of the hub (an A/B comparison), PERF=1 to record a
 # `perf record -g` profile of the hub into /tmp/NAME.perf, THREADS=1 to print
 # the hub's threads with their CPU and context switches at the end, METRICS=1
 # to print its latency histograms (fan-out, ack, commit).
@@ -29,6 +30,7 @@ echo -15 > /proc/self/autogroup 2>/dev/null || true
 ulimit -n 20000
 
 cargo build --release -p fleethub -p loadtest --bins --quiet
+hub_bin=${FLEETHUB_BIN:-./target/release/fleethub}
 export FLEETHUB_JWT_SECRET=${FLEETHUB_JWT_SECRET:-$(printf 'x%.0s' {1..40})}
 export FLEETHUB_LISTEN=${FLEETHUB_LISTEN:-127.0.0.1:18090}
 export RUST_LOG=${RUST_LOG:-warn}
@@ -47,7 +49,7 @@ case "${STORE:-postgres}" in
   *) echo "STORE must be postgres or sqlite" >&2; exit 2 ;;
 esac
 
-./target/release/fleethub serve > "$workdir/hub.log" 2>&1 &
+"$hub_bin" serve > "$workdir/hub.log" 2>&1 &
 hub=$!
 cleanup() {
   if [[ -n "${METRICS:-}" ]]; then
@@ -67,7 +69,7 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 100); do
-  ./target/release/fleethub healthcheck >/dev/null 2>&1 && break
+  "$hub_bin" healthcheck >/dev/null 2>&1 && break
   sleep 0.1
 done
 
