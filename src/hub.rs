@@ -164,6 +164,11 @@ impl Hub {
         self.queued_bytes.load(Ordering::Relaxed)
     }
 
+    /// The fleet of a driver this hub has seen, stored or not yet.
+    pub fn fleet_of(&self, driver: &DriverId) -> Option<FleetId> {
+        self.drivers.get(driver).map(|d| d.fleet.clone())
+    }
+
     fn live_driver(&self, driver: &DriverId, fleet: &FleetId) -> Arc<LiveDriver> {
         if let Some(d) = self.drivers.get(driver) {
             return Arc::clone(&d);

@@ -133,10 +133,13 @@ pub(super) async fn trail(
     let request = params.check(default_to)?;
     let unavailable = |e: crate::trail_store::StoreError| ApiError::unavailable(e.to_string());
 
-    // Another fleet's driver is answered exactly like an unknown one.
-    let record = state.store.driver(&driver).await.map_err(unavailable)?;
-    let record = record
-        .filter(|r| identity.scope.allows(&r.fleet))
+    // A driver known live but with nothing committed yet has an empty trail;
+    // another fleet's driver is answered exactly like an unknown one.
+    let stored = state.store.driver(&driver).await.map_err(unavailable)?;
+    let fleet = stored
+        .map(|r| r.fleet)
+        .or_else(|| state.hub.fleet_of(&driver))
+        .filter(|fleet| identity.scope.allows(fleet))
         .ok_or_else(|| ApiError::not_found(format!("no trail for driver {driver}")))?;
     let query = TrailQuery {
         driver,
@@ -159,7 +162,7 @@ pub(super) async fn trail(
     summary.points = points.len();
     let trail = Trail {
         driver: query.driver.as_str(),
-        fleet: record.fleet.as_str(),
+        fleet: fleet.as_str(),
         points: &points,
         summary,
         truncated,

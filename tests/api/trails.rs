@@ -333,6 +333,23 @@ async fn a_dispatcher_sees_only_its_own_fleets_trails() {
     )
     .await;
     assert_eq!(status, 404);
+    // Connected but nothing stored yet: an empty trail for its fleet, nothing for others.
+    let _quiet = app.driver("d2", "acme").await;
+    let quiet_url = app.url("/api/v1/drivers/d2/trail");
+    let (status, body) = get_json(
+        &app.http,
+        &quiet_url,
+        &app.token(Role::Dispatcher, "disp", Some("acme")),
+    )
+    .await;
+    assert_eq!((status, seqs_of(&body)), (200, vec![]), "{body}");
+    let (status, _) = get_json(
+        &app.http,
+        &quiet_url,
+        &app.token(Role::Dispatcher, "disp", Some("other")),
+    )
+    .await;
+    assert_eq!(status, 404);
     let (status, _) = get_json(
         &app.http,
         &url,
