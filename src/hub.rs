@@ -207,6 +207,21 @@ impl Hub {
         self.sessions.len()
     }
 
+    /// Forgets the drivers that are not connected and were last heard from
+    /// before `before` (or never): the live map then holds the fleet that is
+    /// around, not every id ever seen. Returns how many were forgotten.
+    pub fn forget_silent_drivers(&self, before: Timestamp) -> usize {
+        let mut forgotten = 0;
+        // Lock order as everywhere: map shard, then the driver's mutex.
+        self.drivers.retain(|id, live| {
+            let keep = self.sessions.contains_key(id)
+                || live.state.lock().last_seen.is_some_and(|t| t >= before);
+            forgotten += usize::from(!keep);
+            keep
+        });
+        forgotten
+    }
+
     /// Highest seq this node has seen committed for the driver.
     pub fn committed_seq(&self, driver: &DriverId) -> Seq {
         self.drivers
@@ -437,4 +452,67 @@ pub fn view_json(
         tracing::error!(error = %e, "failed to serialise a driver view");
         Box::<RawValue>::default()
     })
+}
+
+/// How often [`run_housekeeping`] looks for drivers to forget.
+const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Hourly until `shutdown`: forgets drivers silent for longer than `forget_after`
+/// (the oldest fix the hub accepts: a driver silent for longer has no live
+/// position worth showing).
+pub async fn run_housekeeping(
+    hub: Arc<Hub>,
+    forget_after: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let age = i64::try_from(forget_after.as_millis()).unwrap_or(i64::MAX);
+        let before = Timestamp::from_millis(Timestamp::now().as_millis().saturating_sub(age));
+        let forgotten = hub.forget_silent_drivers(before);
+        if forgotten > 0 {
+            tracing::info!(forgotten, "forgot drivers silent for too long");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(raw: &str) -> DriverId {
+        DriverId::parse(raw).expect("a valid id")
+    }
+
+    #[test]
+    fn silent_drivers_are_forgotten_unless_connected() {
+        let hub = Hub::new("test".into());
+        let fleet = FleetId::parse("acme").expect("a valid fleet");
+        let here = Position::new(-12.05, -77.04, Timestamp::now(), None, None, None)
+            .expect("a valid position");
+        for driver in ["gone", "connected"] {
+            hub.publish(&id(driver), &fleet, &here);
+        }
+        let (mailbox, _rx) = mpsc::channel(1);
+        hub.register_driver(&id("connected"), DriverHandle { conn: 1, mailbox });
+        let everywhere = BBox::new(-180.0, -90.0, 180.0, 90.0).expect("a valid box");
+
+        // Heard from after the cut-off: kept.
+        let long_ago = Timestamp::from_millis(Timestamp::now().as_millis() - 60_000);
+        assert_eq!(hub.forget_silent_drivers(long_ago), 0);
+        // Silent since before the cut-off: forgotten, unless connected.
+        let later = Timestamp::from_millis(Timestamp::now().as_millis() + 60_000);
+        assert_eq!(hub.forget_silent_drivers(later), 1);
+        let left: Vec<_> = hub
+            .drivers_in(&FleetScope::All, &everywhere)
+            .iter()
+            .map(|r| r.update.driver.to_string())
+            .collect();
+        assert_eq!(left, vec!["connected".to_owned()]);
+    }
 }

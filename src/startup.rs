@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, Role};
 use crate::config::Settings;
-use crate::hub::Hub;
+use crate::hub::{self, Hub};
 use crate::trail_store::{self, TrailStore};
 use crate::trail_writer::TrailWriter;
 use crate::{api, dashboard_session, driver_session, metrics, static_files, trail_api};
@@ -91,6 +91,11 @@ impl Application {
             jwt_secret: SecretString::from(secret),
             upload_limiter,
         });
+        tokio::spawn(hub::run_housekeeping(
+            state.hub.clone(),
+            Duration::from_secs(state.settings.driver.max_age_secs),
+            state.shutdown.clone(),
+        ));
         tokio::spawn(trail_api::run_pruning(
             state.upload_limiter.clone(),
             state.shutdown.clone(),
