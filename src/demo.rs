@@ -15,7 +15,7 @@ pub const DEMO_FLEET: &str = "demo";
 pub fn start(app: &Application, drivers: usize) {
     let state = app.state();
     let mut config = DemoConfig::new(
-        format!("ws://127.0.0.1:{}", app.port()),
+        format!("ws://{}", app.self_addr()),
         state.jwt_secret.expose_secret(),
     );
     config.drivers = drivers;

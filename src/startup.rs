@@ -43,7 +43,7 @@ pub struct AppState {
 }
 
 pub struct Application {
-    port: u16,
+    local_addr: SocketAddr,
     server: Server,
     state: web::Data<AppState>,
     writer_task: JoinHandle<()>,
@@ -62,7 +62,8 @@ impl Application {
         let listen = effective_listen(&settings);
         let listener = TcpListener::bind(listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (`listen`): {e}"))?;
-        let port = listener.local_addr()?.port();
+        let local_addr = listener.local_addr()?;
+        let port = local_addr.port();
         let store = trail_store::connect(&settings)
             .await
             .context("opening the trail store (`database.url` / `database.sqlite_path`)")?;
@@ -110,7 +111,7 @@ impl Application {
             announce_dev_mode(&state, port);
         }
         Ok(Self {
-            port,
+            local_addr,
             server,
             state,
             writer_task,
@@ -119,7 +120,20 @@ impl Application {
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.local_addr.port()
+    }
+
+    /// An address this hub can reach itself at: the bound one, or loopback
+    /// when it listens on every interface.
+    pub fn self_addr(&self) -> SocketAddr {
+        let mut addr = self.local_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        addr
     }
 
     /// The shared state, for tests and for the demo simulator.
