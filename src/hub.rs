@@ -465,20 +465,16 @@ pub async fn run_housekeeping(
     forget_after: std::time::Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    crate::periodic::run_every(HOUSEKEEPING_EVERY, shutdown, || {
         let age = i64::try_from(forget_after.as_millis()).unwrap_or(i64::MAX);
         let before = Timestamp::from_millis(Timestamp::now().as_millis().saturating_sub(age));
         let forgotten = hub.forget_silent_drivers(before);
         if forgotten > 0 {
             tracing::info!(forgotten, "forgot drivers silent for too long");
         }
-    }
+        std::future::ready(())
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod driver_session;
 pub mod hub;
 pub mod metrics;
 pub mod outbox;
+pub mod periodic;
 pub mod protocol;
 pub mod spatial_index;
 pub mod startup;

@@ -45,13 +45,11 @@ pub fn install() -> PrometheusHandle {
 /// Histogram samples pile up in the recorder until they are folded into
 /// buckets; this does it every few seconds, whether or not anyone scrapes.
 pub async fn run_upkeep(handle: PrometheusHandle, shutdown: tokio_util::sync::CancellationToken) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => handle.run_upkeep(),
-        }
-    }
+    crate::periodic::run_every(std::time::Duration::from_secs(5), shutdown, || {
+        handle.run_upkeep();
+        std::future::ready(())
+    })
+    .await;
 }
 
 pub fn connection_opened(kind: &'static str) {

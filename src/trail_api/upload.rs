@@ -35,16 +35,12 @@ pub fn upload_limiter(settings: &DriverSettings) -> UploadLimiter {
 /// Forgets the buckets of drivers that have not posted lately, so the map
 /// holds the recent uploaders only.
 pub async fn run_pruning(limiter: std::sync::Arc<UploadLimiter>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(PRUNE_EVERY);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                limiter.retain_recent();
-                limiter.shrink_to_fit();
-            }
-        }
-    }
+    crate::periodic::run_every(PRUNE_EVERY, shutdown, || {
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
+        std::future::ready(())
+    })
+    .await;
 }
 
 #[derive(Deserialize)]

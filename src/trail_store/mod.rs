@@ -127,13 +127,7 @@ pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 /// run is logged and tried again at the next tick: nothing depends on it
 /// soon, and fixes with no partition yet land in the default one.
 pub async fn run_retention(store: Arc<dyn TrailStore>, days: u32, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(RETENTION_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    crate::periodic::run_every(RETENTION_INTERVAL, shutdown, || async {
         match store.apply_retention(days).await {
             Ok(gone) => tracing::info!(
                 backend = store.backend(),
@@ -145,7 +139,8 @@ pub async fn run_retention(store: Arc<dyn TrailStore>, days: u32, shutdown: Canc
                 tracing::warn!(backend = store.backend(), error = %e, "trail retention failed; retrying next hour")
             }
         }
-    }
+    })
+    .await;
 }
 
 /// Milliseconds in a day, the partition width.
