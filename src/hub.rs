@@ -465,8 +465,8 @@ pub async fn run_housekeeping(
     forget_after: std::time::Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    let age = i64::try_from(forget_after.as_millis()).unwrap_or(i64::MAX);
     crate::periodic::run_every(HOUSEKEEPING_EVERY, shutdown, || {
-        let age = i64::try_from(forget_after.as_millis()).unwrap_or(i64::MAX);
         let before = Timestamp::from_millis(Timestamp::now().as_millis().saturating_sub(age));
         let forgotten = hub.forget_silent_drivers(before);
         if forgotten > 0 {

@@ -15,10 +15,9 @@
 //! what keeps a quiet hub cheap). It hands the batch to one commit, which
 //! resolves every submission in it. Up to the store's
 //! `max_concurrent_appends` commits run at once, and the next batch forms
-//! while they do. A failed append keeps the batch and
-//! retries it with exponential backoff; retrying is safe because the store
-//! skips fixes it already holds. Nothing is resolved `Ok` before its
-//! commit.
+//! while they do. A failed append keeps the batch and retries it with
+//! exponential backoff; retrying is safe because the store skips fixes it
+//! already holds. Nothing is resolved `Ok` before its commit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -72,6 +71,7 @@ struct Shared {
     unbatched: AtomicUsize,
     /// A group commit's worth of positions is waiting: the writer stops waiting for company.
     batch_full: Notify,
+    /// Most positions in one batch (`trails.flush_max_rows`).
     max_rows: usize,
 }
 
@@ -100,14 +100,13 @@ impl TrailWriter {
         shutdown: CancellationToken,
     ) -> (TrailWriter, JoinHandle<()>) {
         let capacity = settings.queue_capacity.max(1);
-        let max_rows = settings.flush_max_rows.max(1);
         let shared = Arc::new(Shared {
             room: Arc::new(Semaphore::new(capacity)),
             capacity,
             db_failing: AtomicBool::new(false),
             unbatched: AtomicUsize::new(0),
             batch_full: Notify::new(),
-            max_rows,
+            max_rows: settings.flush_max_rows.max(1),
         });
         // Every submission holds at least one permit, so this channel never
         // holds more messages than the semaphore allows positions.
@@ -115,7 +114,6 @@ impl TrailWriter {
         let concurrency = u32::try_from(store.max_concurrent_appends().clamp(1, 16)).unwrap_or(1);
         let task = WriterTask {
             rx,
-            max_rows,
             interval: Duration::from_millis(settings.flush_interval_ms),
             shutdown: shutdown.clone(),
             committer: Arc::new(Committer {
@@ -186,7 +184,6 @@ impl TrailWriter {
 
 struct WriterTask {
     rx: mpsc::Receiver<Submission>,
-    max_rows: usize,
     interval: Duration,
     shutdown: CancellationToken,
     committer: Arc<Committer>,
@@ -293,7 +290,7 @@ impl WriterTask {
     /// Moves queued submissions into the batch until it is full or the queue
     /// is empty; true when the batch is full.
     fn drain_ready(&mut self, batch: &mut Batch) -> bool {
-        while batch.points.len() < self.max_rows {
+        while batch.points.len() < self.committer.shared.max_rows {
             match self.rx.try_recv() {
                 Ok(sub) => self.take(batch, sub),
                 Err(_) => return false,
@@ -317,7 +314,7 @@ impl WriterTask {
         let mut batch = Batch::default();
         while let Some(sub) = self.rx.recv().await {
             self.take(&mut batch, sub);
-            if batch.points.len() >= self.max_rows {
+            if batch.points.len() >= self.committer.shared.max_rows {
                 self.spawn_when_free(std::mem::take(&mut batch)).await;
             }
         }

@@ -563,7 +563,10 @@ fn server_usage(
 
 /// A one-thread runtime for the dashboards, shut down with the run (a tokio
 /// runtime may not be dropped from async code, hence the wrapper).
-struct DashboardRuntime(Option<tokio::runtime::Runtime>);
+struct DashboardRuntime {
+    handle: tokio::runtime::Handle,
+    runtime: Option<tokio::runtime::Runtime>,
+}
 
 impl DashboardRuntime {
     fn start() -> anyhow::Result<Self> {
@@ -572,23 +575,23 @@ impl DashboardRuntime {
             .thread_name("dashboards")
             .enable_all()
             .build()?;
-        Ok(Self(Some(runtime)))
+        Ok(Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
     }
 
     fn spawn<F>(&self, task: F) -> JoinHandle<()>
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        match &self.0 {
-            Some(runtime) => runtime.spawn(task),
-            None => tokio::spawn(task),
-        }
+        self.handle.spawn(task)
     }
 }
 
 impl Drop for DashboardRuntime {
     fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
+        if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
     }
