@@ -8,7 +8,8 @@
 # Environment: STORE=postgres|sqlite (default postgres), any FLEETHUB_* setting
 # for the hub (e.g. FLEETHUB_FANOUT__INTERVAL_MS=0), FLEETHUB_BIN to run another
 # build of the hub (an A/B comparison), PERF=1 to record a
-# `perf record -g` profile of the hub into /tmp/NAME.perf, THREADS=1 to print
+# `perf record -g` profile of the hub into /tmp/NAME.perf (PERF_DELAY=SECONDS
+# starts it after the ramp-up, PERF_SECONDS sets its length, default 25), THREADS=1 to print
 # the hub's threads with their CPU and context switches at the end, METRICS=1
 # to print its latency histograms (fan-out, ack, commit).
 #
@@ -74,7 +75,7 @@ for _ in $(seq 100); do
 done
 
 if [[ -n "${PERF:-}" ]]; then
-  perf record -g -p "$hub" -o "/tmp/$name.perf" -- sleep 25 > /dev/null 2>&1 &
+  (sleep "${PERF_DELAY:-0}" && perf record -g -p "$hub" -o "/tmp/$name.perf" -- sleep "${PERF_SECONDS:-25}") > /dev/null 2>&1 &
 fi
 mkdir -p loadtest/results
 ./target/release/fleethub-loadtest --url "ws://$FLEETHUB_LISTEN" --secret "$FLEETHUB_JWT_SECRET" \

@@ -66,14 +66,53 @@ impl View {
 
 pub type SharedView = Arc<Mutex<View>>;
 
-/// A random viewport covering 15–40 % of the city on each axis.
-pub fn random_viewport(city: &City, rng: &mut StdRng) -> Bbox {
+/// How much of the city a random viewport spans on each axis, as fractions:
+/// `0.15-0.40` (the default) is a dispatcher zoomed on a few districts.
+/// Wider viewports mean more dashboards per position, i.e. more deliveries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ViewportSpan {
+    min: f64,
+    max: f64,
+}
+
+impl Default for ViewportSpan {
+    fn default() -> Self {
+        Self {
+            min: 0.15,
+            max: 0.40,
+        }
+    }
+}
+
+impl std::str::FromStr for ViewportSpan {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}`: expected MIN-MAX fractions of the city, e.g. 0.15-0.40");
+        let (min, max) = s.split_once('-').ok_or_else(bad)?;
+        let min: f64 = min.trim().parse().map_err(|_| bad())?;
+        let max: f64 = max.trim().parse().map_err(|_| bad())?;
+        if !(min > 0.0 && min <= max && max <= 1.0) {
+            return Err(format!("`{s}`: need 0 < MIN <= MAX <= 1"));
+        }
+        Ok(Self { min, max })
+    }
+}
+
+impl std::fmt::Display for ViewportSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.min, self.max)
+    }
+}
+
+/// A random viewport inside the city, spanning `span` of it on each axis.
+pub fn random_viewport(city: &City, span: ViewportSpan, rng: &mut StdRng) -> Bbox {
     let b = city.bbox;
     let (w, h) = (b.width(), b.height());
-    let vw = w * rng.random_range(0.15..0.40);
-    let vh = h * rng.random_range(0.15..0.40);
-    let west = b.west + rng.random_range(0.0..(w - vw));
-    let south = b.south + rng.random_range(0.0..(h - vh));
+    let vw = w * rng.random_range(span.min..=span.max);
+    let vh = h * rng.random_range(span.min..=span.max);
+    let west = b.west + rng.random_range(0.0..=(w - vw));
+    let south = b.south + rng.random_range(0.0..=(h - vh));
     let wrap = |lon: f64| if lon > 180.0 { lon - 360.0 } else { lon };
     Bbox {
         west: wrap(west),
@@ -250,10 +289,21 @@ mod tests {
     fn viewports_lie_inside_the_city() {
         let mut rng = StdRng::seed_from_u64(1);
         let city = City::lima();
-        for _ in 0..100 {
-            let v = random_viewport(&city, &mut rng);
-            assert!(city.bbox.contains(v.south, v.west) && city.bbox.contains(v.north, v.east));
-            assert!(v.west < v.east && v.south < v.north);
+        for span in [ViewportSpan::default(), "0.5-1".parse().unwrap()] {
+            for _ in 0..100 {
+                let v = random_viewport(&city, span, &mut rng);
+                assert!(city.bbox.contains(v.south, v.west) && city.bbox.contains(v.north, v.east));
+                assert!(v.west < v.east && v.south < v.north);
+            }
+        }
+    }
+
+    #[test]
+    fn viewport_spans_parse_and_refuse_nonsense() {
+        let span: ViewportSpan = "0.3-0.6".parse().unwrap();
+        assert_eq!(span, ViewportSpan { min: 0.3, max: 0.6 });
+        for bad in ["", "0.5", "0-0.5", "0.6-0.3", "0.5-1.5", "a-b"] {
+            assert!(bad.parse::<ViewportSpan>().is_err(), "{bad}");
         }
     }
 

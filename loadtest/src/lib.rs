@@ -21,5 +21,6 @@ pub mod token;
 pub mod wire;
 
 pub use city::{Bbox, City};
+pub use dashboard::ViewportSpan;
 pub use report::Report;
 pub use scenario::{Auth, Scenario, run};

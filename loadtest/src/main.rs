@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use loadtest::{Auth, City, Scenario};
+use loadtest::{Auth, City, Scenario, ViewportSpan};
 
 /// Simulated drivers and dashboards against a fleethub hub, with a report.
 #[derive(Debug, Parser)]
@@ -44,6 +44,10 @@ struct Cli {
     /// Dashboards watching the whole city.
     #[arg(long, default_value_t = 1)]
     whole_city: usize,
+    /// How much of the city each random viewport spans per axis, as MIN-MAX
+    /// fractions; wider viewports deliver each position to more dashboards.
+    #[arg(long, default_value = "0.15-0.40")]
+    viewport_span: ViewportSpan,
     /// lima, panama, paris, or west,south,east,north.
     #[arg(long, default_value = "lima", allow_hyphen_values = true)]
     city: City,
@@ -100,6 +104,7 @@ impl Cli {
         s.churn_per_sec = self.churn;
         s.dashboards = self.dashboards;
         s.whole_city = self.whole_city;
+        s.viewport_span = self.viewport_span;
         s.city = self.city.clone();
         s.seed = self.seed;
         s.fleet = self.fleet.clone();

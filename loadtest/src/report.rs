@@ -17,6 +17,8 @@ pub struct ScenarioSummary {
     pub churn_per_sec: f64,
     pub dashboards: usize,
     pub whole_city: usize,
+    /// Fractions of the city a random viewport spans per axis, `MIN-MAX`.
+    pub viewport_span: String,
     pub city: String,
     pub seed: u64,
     pub fleet: String,
@@ -93,6 +95,9 @@ pub struct Deliveries {
     /// Same, during the measured window.
     pub in_window: u64,
     pub per_sec: f64,
+    /// Deliveries in the window per position received in it: how many
+    /// dashboards a position reaches, which CPU per delivery depends on.
+    pub per_position: f64,
     pub snapshot_items: u64,
     pub status_frames: u64,
     /// Items a dashboard had already received (same driver and ts); not latency samples.
@@ -128,6 +133,8 @@ pub struct ServerUsage {
     /// Positions the hub received in the window (resends included).
     pub positions_in_window: u64,
     pub cpu_s_per_1000_positions: f64,
+    /// CPU µs per position received, whatever the dashboards watch.
+    pub cpu_us_per_position: f64,
     /// CPU µs per position item delivered to a dashboard.
     pub cpu_us_per_delivery: f64,
     /// Highest resident memory sampled during the run, summed over pids.
@@ -183,13 +190,14 @@ impl fmt::Display for Report {
         let s = &self.scenario;
         writeln!(
             f,
-            "fleethub load test: {} drivers at {} Hz for {:.0}s (ramp-up {:.0}s, churn {}/s), {} dashboards + {} whole-city, {} seed {}",
+            "fleethub load test: {} drivers at {} Hz for {:.0}s (ramp-up {:.0}s, churn {}/s), {} dashboards (viewports {}) + {} whole-city, {} seed {}",
             s.drivers,
             s.rate_hz,
             s.duration_s,
             s.ramp_up_s,
             s.churn_per_sec,
             s.dashboards,
+            s.viewport_span,
             s.whole_city,
             s.city,
             s.seed
@@ -240,11 +248,12 @@ impl Report {
         )?;
         writeln!(
             f,
-            "  deliveries: {} total, {} in the {:.1}s window = {:.0}/s (duplicates {}, snapshot items {}, status frames {}, unmatched {})",
+            "  deliveries: {} total, {} in the {:.1}s window = {:.0}/s, {:.2} per position (duplicates {}, snapshot items {}, status frames {}, unmatched {})",
             d.total,
             d.in_window,
             self.window_s,
             d.per_sec,
+            d.per_position,
             d.duplicates,
             d.snapshot_items,
             d.status_frames,
@@ -272,11 +281,12 @@ impl Report {
         if let Some(sv) = &self.server {
             writeln!(
                 f,
-                "  server {:?}: {:.2} CPU s ({:.2} cores), {:.4} CPU s per 1,000 positions, {:.2} µs per delivery, peak RSS {:.1} MB (VmHWM {:.1} MB)",
+                "  server {:?}: {:.2} CPU s ({:.2} cores), {:.4} CPU s per 1,000 positions ({:.1} µs each), {:.2} µs per delivery, peak RSS {:.1} MB (VmHWM {:.1} MB)",
                 sv.pids,
                 sv.cpu_seconds,
                 sv.cpu_cores,
                 sv.cpu_s_per_1000_positions,
+                sv.cpu_us_per_position,
                 sv.cpu_us_per_delivery,
                 sv.peak_rss_mb,
                 sv.vm_hwm_mb

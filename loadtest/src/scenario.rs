@@ -10,7 +10,9 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::city::City;
-use crate::dashboard::{self, DashboardConfig, DashboardCredential, SharedView, View};
+use crate::dashboard::{
+    self, DashboardConfig, DashboardCredential, SharedView, View, ViewportSpan,
+};
 use crate::driver::{self, Control, Credential, DriverConfig};
 use crate::net;
 use crate::procstat::{self, Sampler};
@@ -54,6 +56,8 @@ pub struct Scenario {
     pub dashboards: usize,
     /// Dashboards watching the whole city.
     pub whole_city: usize,
+    /// How much of the city each random viewport spans, per axis.
+    pub viewport_span: ViewportSpan,
     pub city: City,
     pub seed: u64,
     pub fleet: String,
@@ -82,6 +86,7 @@ impl Scenario {
             churn_per_sec: 0.0,
             dashboards: 20,
             whole_city: 1,
+            viewport_span: ViewportSpan::default(),
             city: City::lima(),
             seed: 42,
             fleet: "demo".into(),
@@ -135,6 +140,7 @@ impl Scenario {
             churn_per_sec: self.churn_per_sec,
             dashboards: self.dashboards,
             whole_city: self.whole_city,
+            viewport_span: self.viewport_span.to_string(),
             city: self.city.to_string(),
             seed: self.seed,
             fleet: self.fleet.clone(),
@@ -325,7 +331,7 @@ impl Fleet {
         let mut rng = StdRng::seed_from_u64(s.seed ^ 0xDA5B_0A4D);
         for i in 0..s.dashboards + s.whole_city {
             let bbox = if i < s.dashboards {
-                dashboard::random_viewport(&s.city, &mut rng)
+                dashboard::random_viewport(&s.city, s.viewport_span, &mut rng)
             } else {
                 s.city.bbox
             };
@@ -484,6 +490,11 @@ fn build_report(s: &Scenario, fleet: &Fleet, final_state: FinalState, w: Window)
             total: Stats::get(&st.deliveries),
             in_window,
             per_sec: in_window as f64 / secs,
+            per_position: if written > 0 {
+                in_window as f64 / written as f64
+            } else {
+                0.0
+            },
             snapshot_items: Stats::get(&st.snapshot_items),
             status_frames: Stats::get(&st.status_frames),
             duplicates: Stats::get(&st.duplicates),
@@ -548,6 +559,11 @@ fn server_usage(
         positions_in_window: written,
         cpu_s_per_1000_positions: if written > 0 {
             cpu / (written as f64 / 1000.0)
+        } else {
+            0.0
+        },
+        cpu_us_per_position: if written > 0 {
+            cpu * 1e6 / written as f64
         } else {
             0.0
         },
