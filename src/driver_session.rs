@@ -1,6 +1,6 @@
 //! One connected driver: an actor that owns its session state (identity,
 //! rate-limit bucket, ack progress, online status) and runs one loop over its
-//! inbound frames, its mailbox, pending commits and its timers.
+//! inbound frames, its pending commits, its stop signal and one timer.
 
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -12,23 +12,21 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::mpsc;
-use tokio::time::{Sleep, sleep};
+use tokio::time::sleep_until;
+use tokio_util::sync::CancellationToken;
 
 use crate::ack_tracker::AckTracker;
 use crate::api_error::ApiError;
 use crate::auth::{AuthError, DriverIdentity, Role};
 use crate::config::DriverSettings;
 use crate::domain::{Seq, Timestamp, TrailPoint};
-use crate::hub::{ConnId, DriverCommand, DriverHandle, PublishOutcome};
+use crate::hub::{ConnId, DriverHandle, PublishOutcome};
 use crate::metrics as m;
 use crate::outbox::Status;
 use crate::protocol::{DriverFrame, DriverOut, ErrorCode, WireFix, close, to_json};
 use crate::startup::AppState;
 use crate::trail_store::StoreError;
 
-/// Commands waiting for a driver actor. Only "replaced" is ever sent, so this is plenty.
-const MAILBOX: usize = 4;
 /// A driver that accepts no outbound frame for this long is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `welcome` waits for the store's last seq before using the hub's memory.
@@ -81,6 +79,8 @@ struct DriverActor {
     acks: AckTracker,
     pending: FuturesUnordered<PendingCommit>,
     last_heard: Instant,
+    /// When the last accepted position came: `offline_after` counts from here.
+    last_fix: Instant,
     online: bool,
 }
 
@@ -102,7 +102,8 @@ async fn run(
     session: Session,
     stream: AggregatedMessageStream,
 ) {
-    let (mailbox_tx, mailbox) = mpsc::channel(MAILBOX);
+    // Cancelled when the hub shuts down or a newer connection replaces this one.
+    let stop = state.shutdown.child_token();
     let conn = state.hub.next_id();
     let settings = &state.settings.driver;
     let mut actor = DriverActor {
@@ -115,18 +116,19 @@ async fn run(
         acks: AckTracker::default(),
         pending: FuturesUnordered::new(),
         last_heard: Instant::now(),
+        last_fix: Instant::now(),
         online: true,
     };
     state.hub.register_driver(
         &actor.me.driver,
         DriverHandle {
             conn,
-            mailbox: mailbox_tx,
+            stop: stop.clone(),
         },
     );
     m::connection_opened("driver");
     tracing::debug!(driver = %actor.me.driver, conn, "driver connected");
-    let exit = actor.serve(stream, mailbox).await;
+    let exit = actor.serve(stream, stop).await;
     actor.finish(exit).await;
 }
 
@@ -134,7 +136,7 @@ impl DriverActor {
     async fn serve(
         &mut self,
         mut stream: AggregatedMessageStream,
-        mut mailbox: mpsc::Receiver<DriverCommand>,
+        stop: CancellationToken,
     ) -> Exit {
         let hub = &self.state.hub;
         hub.set_status(&self.me.driver, &self.me.fleet, Status::Online);
@@ -147,50 +149,69 @@ impl DriverActor {
         if self.send(&to_json(&welcome)).await.is_err() {
             return Exit::Gone;
         }
-        let ws = &self.state.settings.ws;
-        let heartbeat_every = Duration::from_secs(ws.heartbeat_secs);
-        let mut heartbeat = tokio::time::interval(heartbeat_every);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let client_timeout = Duration::from_secs(ws.client_timeout_secs);
-        let offline_after = Duration::from_secs(self.state.settings.driver.offline_after_secs);
-        let mut silence = Box::pin(sleep(offline_after));
-        let expiry = sleep(until_expiry(self.me.expires_at));
-        tokio::pin!(expiry);
-        let shutdown = self.state.shutdown.clone();
+        let mut clock = Clock::new(&self.state, self.me.expires_at);
+        // Every branch is polled on every wake-up, i.e. on every position and
+        // every commit: hence one stop signal and one timer, each built once.
+        let stopped = stop.cancelled_owned();
+        tokio::pin!(stopped);
+        let timer = sleep_until(clock.next_deadline(self.online, self.last_fix).into());
+        tokio::pin!(timer);
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return Exit::Close(close::GOING_AWAY, "server shutting down"),
-                Some(DriverCommand::Replaced) = mailbox.recv() => return Exit::Close(close::REPLACED, "replaced"),
-                _ = &mut expiry => return Exit::Close(close::POLICY, "token expired"),
+                _ = &mut stopped => {
+                    return if self.state.shutdown.is_cancelled() {
+                        Exit::Close(close::GOING_AWAY, "server shutting down")
+                    } else {
+                        Exit::Close(close::REPLACED, "replaced")
+                    };
+                }
                 Some(done) = self.pending.next() => {
                     if let Err(exit) = self.on_commit(done).await { return exit; }
                 }
                 message = stream.recv() => {
                     let Some(Ok(message)) = message else { return Exit::Gone };
                     self.last_heard = Instant::now();
-                    match self.on_message(message, &mut silence, offline_after).await {
-                        Ok(()) => {}
-                        Err(exit) => return exit,
+                    let was_online = self.online;
+                    if let Err(exit) = self.on_message(message).await { return exit; }
+                    if self.online != was_online {
+                        timer.as_mut().reset(clock.next_deadline(self.online, self.last_fix).into());
                     }
                 }
-                _ = heartbeat.tick() => {
-                    let quiet_for = self.last_heard.elapsed();
-                    if quiet_for > client_timeout {
-                        return Exit::Close(close::TIMEOUT, "no pong");
-                    }
-                    // A driver that streams positions proves it is alive; only a
-                    // quiet one is pinged (a ping and its pong cost as much as a fix).
-                    if quiet_for >= heartbeat_every / 2 && self.session.ping(b"").await.is_err() {
-                        return Exit::Gone;
-                    }
-                }
-                _ = &mut silence, if self.online => {
-                    self.online = false;
-                    self.state.hub.set_status(&self.me.driver, &self.me.fleet, Status::Offline);
+                _ = &mut timer => {
+                    if let Err(exit) = self.on_timer(&mut clock).await { return exit; }
+                    timer.as_mut().reset(clock.next_deadline(self.online, self.last_fix).into());
                 }
             }
         }
+    }
+
+    /// The timer fired: the token may have expired, a heartbeat may be due, or
+    /// the driver may have gone silent. A deadline that moved since the timer
+    /// was armed (a fix came in) is simply not due yet.
+    async fn on_timer(&mut self, clock: &mut Clock) -> Result<(), Exit> {
+        let now = Instant::now();
+        if now >= clock.expiry {
+            return Err(Exit::Close(close::POLICY, "token expired"));
+        }
+        if now >= clock.next_heartbeat {
+            clock.next_heartbeat = now + clock.heartbeat_every;
+            let quiet_for = now.saturating_duration_since(self.last_heard);
+            if quiet_for > clock.client_timeout {
+                return Err(Exit::Close(close::TIMEOUT, "no pong"));
+            }
+            // A driver that streams positions proves it is alive; only a
+            // quiet one is pinged (a ping and its pong cost as much as a fix).
+            if quiet_for >= clock.heartbeat_every / 2 && self.session.ping(b"").await.is_err() {
+                return Err(Exit::Gone);
+            }
+        }
+        if self.online && now >= self.last_fix + clock.offline_after {
+            self.online = false;
+            let hub = &self.state.hub;
+            hub.set_status(&self.me.driver, &self.me.fleet, Status::Offline);
+        }
+        Ok(())
     }
 
     async fn last_stored_seq(&self) -> Seq {
@@ -207,22 +228,12 @@ impl DriverActor {
         }
     }
 
-    async fn on_message(
-        &mut self,
-        message: AggregatedMessage,
-        silence: &mut Pin<Box<Sleep>>,
-        offline_after: Duration,
-    ) -> Result<(), Exit> {
+    async fn on_message(&mut self, message: AggregatedMessage) -> Result<(), Exit> {
         match message {
             AggregatedMessage::Text(text) => {
-                let accepted = self.on_text(&text).await?;
-                if accepted {
-                    silence
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + offline_after);
-                    if !self.online {
-                        self.online = true;
-                    }
+                if self.on_text(&text).await? {
+                    self.last_fix = self.last_heard;
+                    self.online = true;
                 }
                 self.send_ack().await
             }
@@ -459,6 +470,41 @@ impl DriverActor {
                 description: Some(reason.to_owned()),
             };
             let _ = tokio::time::timeout(SEND_TIMEOUT, self.session.close(Some(reason))).await;
+        }
+    }
+}
+
+/// The actor's deadlines, all served by one timer.
+struct Clock {
+    expiry: Instant,
+    next_heartbeat: Instant,
+    heartbeat_every: Duration,
+    client_timeout: Duration,
+    offline_after: Duration,
+}
+
+impl Clock {
+    fn new(state: &AppState, expires_at: Timestamp) -> Self {
+        let ws = &state.settings.ws;
+        let now = Instant::now();
+        let heartbeat_every = Duration::from_secs(ws.heartbeat_secs);
+        Self {
+            expiry: now + until_expiry(expires_at),
+            next_heartbeat: now + heartbeat_every,
+            heartbeat_every,
+            client_timeout: Duration::from_secs(ws.client_timeout_secs),
+            offline_after: Duration::from_secs(state.settings.driver.offline_after_secs),
+        }
+    }
+
+    /// The earliest of the token's expiry, the next heartbeat and, while the
+    /// driver is online, the moment it would count as silent.
+    fn next_deadline(&self, online: bool, last_fix: Instant) -> Instant {
+        let deadline = self.expiry.min(self.next_heartbeat);
+        if online {
+            deadline.min(last_fix + self.offline_after)
+        } else {
+            deadline
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::FleetScope;
 use crate::domain::{BBox, DriverId, FleetId, Position, Seq, Timestamp};
@@ -38,18 +38,13 @@ impl From<&FleetScope> for IndexScope {
     }
 }
 
-/// What a driver actor can be told by others.
-#[derive(Debug)]
-pub enum DriverCommand {
-    /// The same driver connected again; close with 4001.
-    Replaced,
-}
-
-/// How the registry reaches a connected driver actor.
+/// How the registry reaches a connected driver actor. The one thing it is
+/// ever told from outside is to stop: the same driver connected again (close
+/// with 4001), or the hub is shutting down (a child of the shutdown token).
 #[derive(Clone)]
 pub struct DriverHandle {
     pub conn: ConnId,
-    pub mailbox: mpsc::Sender<DriverCommand>,
+    pub stop: CancellationToken,
 }
 
 #[derive(Default)]
@@ -189,9 +184,7 @@ impl Hub {
     /// told to close with 4001.
     pub fn register_driver(&self, driver: &DriverId, handle: DriverHandle) {
         if let Some(old) = self.sessions.insert(driver.clone(), handle) {
-            // A full mailbox means the old actor is wedged; it will still be
-            // dropped by its heartbeat, and the new session is already in place.
-            let _ = old.mailbox.try_send(DriverCommand::Replaced);
+            old.stop.cancel();
         }
     }
 
@@ -494,8 +487,8 @@ mod tests {
         for driver in ["gone", "connected"] {
             hub.publish(&id(driver), &fleet, &here);
         }
-        let (mailbox, _rx) = mpsc::channel(1);
-        hub.register_driver(&id("connected"), DriverHandle { conn: 1, mailbox });
+        let stop = CancellationToken::new();
+        hub.register_driver(&id("connected"), DriverHandle { conn: 1, stop });
         let everywhere = BBox::new(-180.0, -90.0, 180.0, 90.0).expect("a valid box");
 
         // Heard from after the cut-off: kept.
