@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const CONNECTIONS: &str = "fleethub_connections";
@@ -26,6 +26,33 @@ const BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Handles of the metrics touched for every position, registered once: the
+/// macros look the name up in the registry on each call.
+struct Hot {
+    received: Counter,
+    fanned_out: Counter,
+    coalesced: Counter,
+    delivered: Counter,
+    fanout_seconds: Histogram,
+    ack_seconds: Histogram,
+}
+
+/// Set once the recorder is installed; until then (unit tests, benches)
+/// samples go nowhere, as they would through the macros.
+static HOT: OnceLock<Hot> = OnceLock::new();
+static NOWHERE: Hot = Hot {
+    received: Counter::noop(),
+    fanned_out: Counter::noop(),
+    coalesced: Counter::noop(),
+    delivered: Counter::noop(),
+    fanout_seconds: Histogram::noop(),
+    ack_seconds: Histogram::noop(),
+};
+
+fn hot() -> &'static Hot {
+    HOT.get().unwrap_or(&NOWHERE)
+}
+
 /// Installs the process-wide recorder once (tests start many hubs in one process).
 pub fn install() -> PrometheusHandle {
     HANDLE
@@ -34,7 +61,17 @@ pub fn install() -> PrometheusHandle {
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             match builder.install_recorder() {
-                Ok(handle) => handle,
+                Ok(handle) => {
+                    let _ = HOT.set(Hot {
+                        received: counter!(POSITIONS_RECEIVED),
+                        fanned_out: counter!(FANNED_OUT),
+                        coalesced: counter!(COALESCED),
+                        delivered: counter!(DELIVERIES),
+                        fanout_seconds: histogram!(FANOUT_SECONDS),
+                        ack_seconds: histogram!(ACK_SECONDS),
+                    });
+                    handle
+                }
                 // Another recorder is already installed: render an empty page.
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
             }
@@ -61,7 +98,7 @@ pub fn connection_closed(kind: &'static str) {
 }
 
 pub fn received(n: u64) {
-    counter!(POSITIONS_RECEIVED).increment(n);
+    hot().received.increment(n);
 }
 
 pub fn rejected(code: &'static str, n: u64) {
@@ -73,15 +110,15 @@ pub fn late() {
 }
 
 pub fn fanned_out() {
-    counter!(FANNED_OUT).increment(1);
+    hot().fanned_out.increment(1);
 }
 
 pub fn coalesced_drop() {
-    counter!(COALESCED).increment(1);
+    hot().coalesced.increment(1);
 }
 
 pub fn delivered(n: u64) {
-    counter!(DELIVERIES).increment(n);
+    hot().delivered.increment(n);
 }
 
 pub fn slow_dashboard_closed() {
@@ -93,9 +130,9 @@ pub fn queued_bytes(bytes: usize) {
 }
 
 pub fn fanout_latency(seconds: f64) {
-    histogram!(FANOUT_SECONDS).record(seconds);
+    hot().fanout_seconds.record(seconds);
 }
 
 pub fn ack_latency(seconds: f64) {
-    histogram!(ACK_SECONDS).record(seconds);
+    hot().ack_seconds.record(seconds);
 }
