@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use std::num::NonZeroU32;
+use governor::DefaultDirectRateLimiter;
 use tokio::time::sleep;
 
 use crate::api_error::ApiError;
@@ -18,6 +17,7 @@ use crate::hub::{DashboardEntry, DriverRow};
 use crate::metrics as m;
 use crate::outbox::{Batch, Control, Outbox};
 use crate::protocol::{DashboardFrame, DashboardOut, ErrorCode, close, to_json};
+use crate::rate_limit::{limiter, quota};
 use crate::startup::AppState;
 
 /// Longest subscription id accepted, in bytes.
@@ -77,10 +77,7 @@ async fn run(
     let mut reader = Reader {
         state: state.clone(),
         dash: Arc::clone(&dash),
-        abuse: RateLimiter::direct(
-            Quota::per_second(NonZeroU32::new(ABUSE_PER_SEC).unwrap_or(NonZeroU32::MIN))
-                .allow_burst(NonZeroU32::new(ABUSE_BURST).unwrap_or(NonZeroU32::MIN)),
-        ),
+        abuse: limiter(quota(ABUSE_PER_SEC, ABUSE_BURST)),
         last_heard: Instant::now(),
     };
     reader.serve(stream, identity.expires_at, writer).await;

@@ -5,25 +5,26 @@
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::DefaultDirectRateLimiter;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack_tracker::AckTracker;
 use crate::api_error::ApiError;
 use crate::auth::{AuthError, DriverIdentity, Role};
-use crate::config::DriverSettings;
 use crate::domain::{Seq, Timestamp, TrailPoint};
-use crate::hub::{ConnId, DriverHandle, PublishOutcome};
+use crate::hub::{ConnId, DriverHandle, LiveDriver, PublishOutcome};
 use crate::metrics as m;
 use crate::outbox::Status;
 use crate::protocol::{DriverFrame, DriverOut, ErrorCode, WireFix, close, to_json};
+use crate::rate_limit::{limiter, position_quota, quota};
 use crate::startup::AppState;
 use crate::trail_store::StoreError;
 
@@ -72,6 +73,7 @@ enum Exit {
 struct DriverActor {
     state: web::Data<AppState>,
     me: DriverIdentity,
+    live: Arc<LiveDriver>,
     conn: ConnId,
     session: Session,
     limiter: DefaultDirectRateLimiter,
@@ -84,18 +86,6 @@ struct DriverActor {
     online: bool,
 }
 
-/// A driver's position budget (`driver.rate_per_sec`, burst `driver.rate_burst`),
-/// shared by the WebSocket and HTTP paths.
-pub(crate) fn position_quota(settings: &DriverSettings) -> Quota {
-    quota(settings.rate_per_sec, settings.rate_burst)
-}
-
-fn quota(per_sec: u32, burst: u32) -> Quota {
-    let per_sec = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-    Quota::per_second(per_sec).allow_burst(burst)
-}
-
 async fn run(
     state: web::Data<AppState>,
     me: DriverIdentity,
@@ -105,12 +95,20 @@ async fn run(
     // Cancelled when the hub shuts down or a newer connection replaces this one.
     let stop = state.shutdown.child_token();
     let conn = state.hub.next_id();
+    let handle = DriverHandle {
+        conn,
+        stop: stop.clone(),
+    };
+    state.hub.register_driver(&me.driver, handle);
+    // Registered first: a connected driver's live entry is never forgotten.
+    let live = state.hub.live_driver(&me.driver, &me.fleet);
     let settings = &state.settings.driver;
     let mut actor = DriverActor {
-        limiter: RateLimiter::direct(position_quota(settings)),
-        abuse: RateLimiter::direct(quota(settings.abuse_per_sec, settings.abuse_burst)),
+        limiter: limiter(position_quota(settings)),
+        abuse: limiter(quota(settings.abuse_per_sec, settings.abuse_burst)),
         state: state.clone(),
         me,
+        live,
         conn,
         session,
         acks: AckTracker::default(),
@@ -119,13 +117,6 @@ async fn run(
         last_fix: Instant::now(),
         online: true,
     };
-    state.hub.register_driver(
-        &actor.me.driver,
-        DriverHandle {
-            conn,
-            stop: stop.clone(),
-        },
-    );
     m::connection_opened("driver");
     tracing::debug!(driver = %actor.me.driver, conn, "driver connected");
     let exit = actor.serve(stream, stop).await;
@@ -330,7 +321,7 @@ impl DriverActor {
                 Ok((seq, position)) => {
                     let hub = &self.state.hub;
                     if let PublishOutcome::Late =
-                        hub.publish(&self.me.driver, &self.me.fleet, &position)
+                        hub.publish_to(&self.live, &self.me.fleet, &position)
                     {
                         m::late();
                     }
@@ -400,9 +391,7 @@ impl DriverActor {
         match done.result {
             Ok(()) => {
                 if let Some(top) = done.seqs.iter().copied().max() {
-                    self.state
-                        .hub
-                        .note_committed(&self.me.driver, &self.me.fleet, top);
+                    self.live.note_committed(top);
                 }
                 m::ack_latency(done.received.elapsed().as_secs_f64());
             }

@@ -66,6 +66,14 @@ pub struct LiveDriver {
     state: Mutex<LiveState>,
 }
 
+impl LiveDriver {
+    /// Remembers that everything up to `seq` is stored.
+    pub fn note_committed(&self, seq: Seq) {
+        let mut state = self.state.lock();
+        state.committed_seq = state.committed_seq.max(seq);
+    }
+}
+
 /// A snapshot row: the driver's last position and status.
 pub struct DriverRow {
     pub update: Arc<LiveUpdate>,
@@ -164,7 +172,9 @@ impl Hub {
         self.drivers.get(driver).map(|d| d.fleet.clone())
     }
 
-    fn live_driver(&self, driver: &DriverId, fleet: &FleetId) -> Arc<LiveDriver> {
+    /// The driver's live entry, made on first sight. A connected driver's
+    /// entry is never forgotten, so its actor may hold on to it.
+    pub fn live_driver(&self, driver: &DriverId, fleet: &FleetId) -> Arc<LiveDriver> {
         if let Some(d) = self.drivers.get(driver) {
             return Arc::clone(&d);
         }
@@ -224,9 +234,7 @@ impl Hub {
     }
 
     pub fn note_committed(&self, driver: &DriverId, fleet: &FleetId, seq: Seq) {
-        let live = self.live_driver(driver, fleet);
-        let mut state = live.state.lock();
-        state.committed_seq = state.committed_seq.max(seq);
+        self.live_driver(driver, fleet).note_committed(seq);
     }
 
     /// Shows a position live if it is the driver's newest; otherwise it is late
@@ -237,7 +245,17 @@ impl Hub {
         fleet: &FleetId,
         position: &Position,
     ) -> PublishOutcome {
-        let live = self.live_driver(driver, fleet);
+        self.publish_to(&self.live_driver(driver, fleet), fleet, position)
+    }
+
+    /// `publish` for a caller that holds the driver's entry (its actor).
+    pub fn publish_to(
+        &self,
+        live: &LiveDriver,
+        fleet: &FleetId,
+        position: &Position,
+    ) -> PublishOutcome {
+        let driver = &live.driver;
         let mut state = live.state.lock();
         state.last_seen = Some(Timestamp::now());
         if state.position.is_some_and(|p| p.ts() >= position.ts()) {

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod periodic;
 pub mod protocol;
+pub mod rate_limit;
 pub mod spatial_index;
 pub mod startup;
 pub mod static_files;

@@ -16,9 +16,9 @@ use crate::api_error::ApiError;
 use crate::auth::{DriverIdentity, Role};
 use crate::config::DriverSettings;
 use crate::domain::{DriverId, Seq, Timestamp, TrailPoint};
-use crate::driver_session::position_quota;
 use crate::metrics as m;
 use crate::protocol::{ErrorCode, WireFix};
+use crate::rate_limit::position_quota;
 use crate::startup::AppState;
 use crate::trail_store::StoreError;
 
