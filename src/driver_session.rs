@@ -13,14 +13,14 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use governor::DefaultDirectRateLimiter;
+use tokio::sync::oneshot;
 use tokio::time::sleep_until;
-use tokio_util::sync::CancellationToken;
 
 use crate::ack_tracker::AckTracker;
 use crate::api_error::ApiError;
 use crate::auth::{AuthError, DriverIdentity, Role};
 use crate::domain::{Seq, Timestamp, TrailPoint};
-use crate::hub::{ConnId, DriverHandle, LiveDriver, PublishOutcome};
+use crate::hub::{ConnId, DriverHandle, LiveDriver, PublishOutcome, Stop};
 use crate::metrics as m;
 use crate::outbox::Status;
 use crate::protocol::{DriverFrame, DriverOut, ErrorCode, WireFix, close, to_json};
@@ -92,14 +92,11 @@ async fn run(
     session: Session,
     stream: AggregatedMessageStream,
 ) {
-    // Cancelled when the hub shuts down or a newer connection replaces this one.
-    let stop = state.shutdown.child_token();
+    let (stop, stopped) = oneshot::channel();
     let conn = state.hub.next_id();
-    let handle = DriverHandle {
-        conn,
-        stop: stop.clone(),
-    };
-    state.hub.register_driver(&me.driver, handle);
+    state
+        .hub
+        .register_driver(&me.driver, DriverHandle { conn, stop });
     // Registered first: a connected driver's live entry is never forgotten.
     let live = state.hub.live_driver(&me.driver, &me.fleet);
     let settings = &state.settings.driver;
@@ -119,7 +116,13 @@ async fn run(
     };
     m::connection_opened("driver");
     tracing::debug!(driver = %actor.me.driver, conn, "driver connected");
-    let exit = actor.serve(stream, stop).await;
+    // Checked after registering: the hub stops the registered actors after
+    // cancelling the token, so none slips through.
+    let exit = if state.shutdown.is_cancelled() {
+        Exit::Close(close::GOING_AWAY, "server shutting down")
+    } else {
+        actor.serve(stream, stopped).await
+    };
     actor.finish(exit).await;
 }
 
@@ -127,7 +130,7 @@ impl DriverActor {
     async fn serve(
         &mut self,
         mut stream: AggregatedMessageStream,
-        stop: CancellationToken,
+        mut stopped: oneshot::Receiver<Stop>,
     ) -> Exit {
         let hub = &self.state.hub;
         hub.set_status(&self.me.driver, &self.me.fleet, Status::Online);
@@ -143,18 +146,17 @@ impl DriverActor {
         let mut clock = Clock::new(&self.state, self.me.expires_at);
         // Every branch is polled on every wake-up, i.e. on every position and
         // every commit: hence one stop signal and one timer, each built once.
-        let stopped = stop.cancelled_owned();
-        tokio::pin!(stopped);
         let timer = sleep_until(clock.next_deadline(self.online, self.last_fix).into());
         tokio::pin!(timer);
         loop {
             tokio::select! {
                 biased;
-                _ = &mut stopped => {
-                    return if self.state.shutdown.is_cancelled() {
-                        Exit::Close(close::GOING_AWAY, "server shutting down")
-                    } else {
-                        Exit::Close(close::REPLACED, "replaced")
+                stop = &mut stopped => {
+                    return match stop {
+                        Ok(Stop::Replaced) => Exit::Close(close::REPLACED, "replaced"),
+                        Ok(Stop::ShuttingDown) | Err(_) => {
+                            Exit::Close(close::GOING_AWAY, "server shutting down")
+                        }
                     };
                 }
                 Some(done) = self.pending.next() => {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use serde_json::value::RawValue;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::oneshot;
 
 use crate::auth::FleetScope;
 use crate::domain::{BBox, DriverId, FleetId, Position, Seq, Timestamp};
@@ -38,13 +38,20 @@ impl From<&FleetScope> for IndexScope {
     }
 }
 
-/// How the registry reaches a connected driver actor. The one thing it is
-/// ever told from outside is to stop: the same driver connected again (close
-/// with 4001), or the hub is shutting down (a child of the shutdown token).
-#[derive(Clone)]
+/// Why a driver actor is told to stop, the one thing it hears from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The same driver connected again: close with 4001.
+    Replaced,
+    /// The hub is shutting down: close with 1001.
+    ShuttingDown,
+}
+
+/// How the registry reaches a connected driver actor. A oneshot, because the
+/// actor polls it on every position: that costs one atomic load.
 pub struct DriverHandle {
     pub conn: ConnId,
-    pub stop: CancellationToken,
+    pub stop: oneshot::Sender<Stop>,
 }
 
 #[derive(Default)]
@@ -194,7 +201,7 @@ impl Hub {
     /// told to close with 4001.
     pub fn register_driver(&self, driver: &DriverId, handle: DriverHandle) {
         if let Some(old) = self.sessions.insert(driver.clone(), handle) {
-            old.stop.cancel();
+            let _ = old.stop.send(Stop::Replaced);
         }
     }
 
@@ -204,6 +211,17 @@ impl Hub {
         self.sessions
             .remove_if(driver, |_, h| h.conn == conn)
             .is_some()
+    }
+
+    /// Tells every connected driver actor to close: the hub is shutting down.
+    /// An actor that registers after this sees the shutdown token instead.
+    pub fn stop_drivers(&self) {
+        let ids: Vec<DriverId> = self.sessions.iter().map(|e| e.key().clone()).collect();
+        for id in ids {
+            if let Some((_, handle)) = self.sessions.remove(&id) {
+                let _ = handle.stop.send(Stop::ShuttingDown);
+            }
+        }
     }
 
     pub fn connected_drivers(&self) -> usize {
@@ -505,7 +523,7 @@ mod tests {
         for driver in ["gone", "connected"] {
             hub.publish(&id(driver), &fleet, &here);
         }
-        let stop = CancellationToken::new();
+        let (stop, _stopped) = oneshot::channel();
         hub.register_driver(&id("connected"), DriverHandle { conn: 1, stop });
         let everywhere = BBox::new(-180.0, -90.0, 180.0, 90.0).expect("a valid box");
 

@@ -152,8 +152,9 @@ impl Application {
             _ = shutdown.cancelled() => tracing::info!("shutdown requested"),
         }
         shutdown.cancel();
-        // Sessions see the token and close with 1001; then the server stops
-        // accepting and waits for in-flight requests.
+        self.state.hub.stop_drivers();
+        // Sessions close with 1001 (drivers told by the hub, dashboards by the
+        // token); then the server stops accepting and waits for in-flight requests.
         handle.stop(true).await;
         let _ = server.await;
         self.writer_stop.cancel();
