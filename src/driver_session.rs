@@ -143,10 +143,10 @@ impl DriverActor {
         if self.send(&to_json(&welcome)).await.is_err() {
             return Exit::Gone;
         }
-        let mut clock = Clock::new(&self.state, self.me.expires_at);
+        let mut deadlines = Deadlines::new(&self.state, self.me.expires_at);
         // Every branch is polled on every wake-up, i.e. on every position and
         // every commit: hence one stop signal and one timer, each built once.
-        let timer = sleep_until(clock.next_deadline(self.online, self.last_fix).into());
+        let timer = sleep_until(deadlines.next_deadline(self.online, self.last_fix).into());
         tokio::pin!(timer);
         loop {
             tokio::select! {
@@ -168,12 +168,12 @@ impl DriverActor {
                     let was_online = self.online;
                     if let Err(exit) = self.on_message(message).await { return exit; }
                     if self.online != was_online {
-                        timer.as_mut().reset(clock.next_deadline(self.online, self.last_fix).into());
+                        timer.as_mut().reset(deadlines.next_deadline(self.online, self.last_fix).into());
                     }
                 }
                 _ = &mut timer => {
-                    if let Err(exit) = self.on_timer(&mut clock).await { return exit; }
-                    timer.as_mut().reset(clock.next_deadline(self.online, self.last_fix).into());
+                    if let Err(exit) = self.on_timer(&mut deadlines).await { return exit; }
+                    timer.as_mut().reset(deadlines.next_deadline(self.online, self.last_fix).into());
                 }
             }
         }
@@ -182,24 +182,24 @@ impl DriverActor {
     /// The timer fired: the token may have expired, a heartbeat may be due, or
     /// the driver may have gone silent. A deadline that moved since the timer
     /// was armed (a fix came in) is simply not due yet.
-    async fn on_timer(&mut self, clock: &mut Clock) -> Result<(), Exit> {
+    async fn on_timer(&mut self, due: &mut Deadlines) -> Result<(), Exit> {
         let now = Instant::now();
-        if now >= clock.expiry {
+        if now >= due.expiry {
             return Err(Exit::Close(close::POLICY, "token expired"));
         }
-        if now >= clock.next_heartbeat {
-            clock.next_heartbeat = now + clock.heartbeat_every;
+        if now >= due.next_heartbeat {
+            due.next_heartbeat = now + due.heartbeat_every;
             let quiet_for = now.saturating_duration_since(self.last_heard);
-            if quiet_for > clock.client_timeout {
+            if quiet_for > due.client_timeout {
                 return Err(Exit::Close(close::TIMEOUT, "no pong"));
             }
             // A driver that streams positions proves it is alive; only a
             // quiet one is pinged (a ping and its pong cost as much as a fix).
-            if quiet_for >= clock.heartbeat_every / 2 && self.session.ping(b"").await.is_err() {
+            if quiet_for >= due.heartbeat_every / 2 && self.session.ping(b"").await.is_err() {
                 return Err(Exit::Gone);
             }
         }
-        if self.online && now >= self.last_fix + clock.offline_after {
+        if self.online && now >= self.last_fix + due.offline_after {
             self.online = false;
             let hub = &self.state.hub;
             hub.set_status(&self.me.driver, &self.me.fleet, Status::Offline);
@@ -466,7 +466,7 @@ impl DriverActor {
 }
 
 /// The actor's deadlines, all served by one timer.
-struct Clock {
+struct Deadlines {
     expiry: Instant,
     next_heartbeat: Instant,
     heartbeat_every: Duration,
@@ -474,7 +474,7 @@ struct Clock {
     offline_after: Duration,
 }
 
-impl Clock {
+impl Deadlines {
     fn new(state: &AppState, expires_at: Timestamp) -> Self {
         let ws = &state.settings.ws;
         let now = Instant::now();
