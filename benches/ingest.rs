@@ -7,8 +7,9 @@
 //! auth; creates and drops its own database). Knobs, as environment
 //! variables: `INGEST_DRIVERS` (default 2000), `INGEST_PER_DRIVER` (250),
 //! `INGEST_BATCH` (fixes per submission, default 1: phones sending one fix
-//! a second), `INGEST_QUEUE` (100000), `INGEST_FLUSH_ROWS` (20000),
-//! `INGEST_FLUSH_MS` (10), `INGEST_ROUNDS` (2).
+//! a second), `INGEST_QUEUE` (100000), `INGEST_FLUSH_ROWS` (50000),
+//! `INGEST_FLUSH_MS` (20), `INGEST_ROUNDS` (2): the defaults are the
+//! hub's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,8 +115,8 @@ async fn through_writer(
     let settings = TrailSettings {
         retention_days: 90,
         queue_capacity: knob("INGEST_QUEUE", 100_000),
-        flush_max_rows: knob("INGEST_FLUSH_ROWS", 20_000),
-        flush_interval_ms: knob("INGEST_FLUSH_MS", 10) as u64,
+        flush_max_rows: knob("INGEST_FLUSH_ROWS", 50_000),
+        flush_interval_ms: knob("INGEST_FLUSH_MS", 20) as u64,
     };
     let shutdown = CancellationToken::new();
     let (writer, task) = TrailWriter::spawn(store, &settings, shutdown.clone());
