@@ -86,6 +86,25 @@ async fn connect_inner(
     }
 }
 
+/// Connects to an MQTT-over-WebSocket broker (`ws://host:port/mqtt`), asking
+/// for the `mqtt` subprotocol as brokers require; for the peer benchmark.
+pub async fn connect_mqtt(url: &str, source: Option<IpAddr>) -> anyhow::Result<Ws> {
+    let mut request = url.into_client_request()?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        tokio_tungstenite::tungstenite::http::HeaderValue::from_static("mqtt"),
+    );
+    let addr = resolve(request.uri()).await?;
+    let connect = async {
+        let stream = tcp_connect(addr, source).await?;
+        let (ws, _) = tokio_tungstenite::client_async(request, stream).await?;
+        anyhow::Ok(ws)
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| anyhow::anyhow!("connect to {url} timed out"))?
+}
+
 async fn resolve(uri: &tokio_tungstenite::tungstenite::http::Uri) -> anyhow::Result<SocketAddr> {
     anyhow::ensure!(
         uri.scheme_str() == Some("ws"),
