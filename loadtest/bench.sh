@@ -16,19 +16,11 @@
 # Example: FLEETHUB_FANOUT__INTERVAL_MS=0 loadtest/bench.sh 300-pg-interval0 \
 #            --drivers 300 --duration 30s --ramp-up 5s --dashboards 20 --whole-city 1
 set -euo pipefail
+source "$(dirname "$0")/session.sh"
+own_session "$0" "$@"
 cd "$(dirname "$0")/.."
 name=${1:?usage: loadtest/bench.sh NAME [loadtest flags...]}
 shift
-
-# Linux shares CPU between sessions, not processes: give this run its own
-# session and a higher share, so other work on the machine does not decide
-# the tail latency.
-if [[ -z "${FLEETHUB_BENCH_SESSION:-}" ]]; then
-  export FLEETHUB_BENCH_SESSION=1
-  exec setsid --wait "$0" "$name" "$@"
-fi
-echo -15 > /proc/self/autogroup 2>/dev/null || true
-ulimit -n 20000
 
 cargo build --release -p fleethub -p loadtest --bins --quiet
 hub_bin=${FLEETHUB_BIN:-./target/release/fleethub}

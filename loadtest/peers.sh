@@ -7,15 +7,11 @@
 #
 # Example: loadtest/peers.sh nats-300 --drivers 300 --duration 30s --ramp-up 5s
 set -euo pipefail
+source "$(dirname "$0")/session.sh"
+own_session "$0" "$@"
 cd "$(dirname "$0")/.."
 name=${1:?usage: loadtest/peers.sh NAME [peerbench flags...]}
 shift
-if [[ -z "${FLEETHUB_BENCH_SESSION:-}" ]]; then
-  export FLEETHUB_BENCH_SESSION=1
-  exec setsid --wait "$0" "$name" "$@"
-fi
-echo -15 > /proc/self/autogroup 2>/dev/null || true
-ulimit -n 20000
 
 cargo build --release -p loadtest --bins --quiet
 workdir=$(mktemp -d)

@@ -6,6 +6,7 @@
 //! `fleethub serve --demo`.
 
 pub mod city;
+pub mod cli;
 pub mod dashboard;
 pub mod demo;
 pub mod driver;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use loadtest::{Auth, City, Scenario, ViewportSpan};
+use loadtest::cli::FleetArgs;
+use loadtest::{Auth, Scenario};
 
 /// Simulated drivers and dashboards against a fleethub hub, with a report.
 #[derive(Debug, Parser)]
@@ -38,21 +39,8 @@ struct Cli {
     /// Driver disconnect/reconnect events per second.
     #[arg(long, default_value_t = 0.0)]
     churn: f64,
-    /// Dashboards watching a random viewport.
-    #[arg(long, default_value_t = 20)]
-    dashboards: usize,
-    /// Dashboards watching the whole city.
-    #[arg(long, default_value_t = 1)]
-    whole_city: usize,
-    /// How much of the city each random viewport spans per axis, as MIN-MAX
-    /// fractions; wider viewports deliver each position to more dashboards.
-    #[arg(long, default_value = "0.15-0.40")]
-    viewport_span: ViewportSpan,
-    /// lima, panama, paris, or west,south,east,north.
-    #[arg(long, default_value = "lima", allow_hyphen_values = true)]
-    city: City,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    view: FleetArgs,
     /// Fleet the drivers belong to (and the dashboards watch).
     #[arg(long, default_value = "demo")]
     fleet: String,
@@ -102,11 +90,11 @@ impl Cli {
         s.duration = self.duration;
         s.ramp_up = self.ramp_up;
         s.churn_per_sec = self.churn;
-        s.dashboards = self.dashboards;
-        s.whole_city = self.whole_city;
-        s.viewport_span = self.viewport_span;
-        s.city = self.city.clone();
-        s.seed = self.seed;
+        s.dashboards = self.view.dashboards;
+        s.whole_city = self.view.whole_city;
+        s.viewport_span = self.view.viewport_span;
+        s.city = self.view.city.clone();
+        s.seed = self.view.seed;
         s.fleet = self.fleet.clone();
         s.driver_prefix = self.driver_prefix.clone();
         s.server_pids = self.server_pids.clone();

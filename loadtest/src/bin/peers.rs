@@ -18,9 +18,10 @@ use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use loadtest::city::Bbox;
-use loadtest::dashboard::{ViewportSpan, random_viewport};
+use loadtest::cli::FleetArgs;
+use loadtest::dashboard::random_viewport;
 use loadtest::movement::Vehicle;
-use loadtest::{City, net, procstat};
+use loadtest::{net, procstat};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rumqttc::{Connect, Packet, Publish, QoS, Subscribe, SubscribeFilter};
@@ -44,19 +45,11 @@ struct Args {
     duration: Duration,
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     ramp_up: Duration,
-    #[arg(long, default_value_t = 20)]
-    dashboards: usize,
-    #[arg(long, default_value_t = 1)]
-    whole_city: usize,
-    #[arg(long, default_value = "0.15-0.40")]
-    viewport_span: ViewportSpan,
+    #[command(flatten)]
+    view: FleetArgs,
     /// Side of a topic cell, in degrees (0.01 is about 1.1 km).
     #[arg(long, default_value_t = 0.01)]
     cell: f64,
-    #[arg(long, default_value = "lima", allow_hyphen_values = true)]
-    city: City,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
     /// The broker process, for its CPU and memory.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -153,7 +146,7 @@ async fn driver(
     let id = format!("d{}", index + 1);
     let ws = open(&args.url, id.clone(), index).await?;
     counters.connected.fetch_add(1, Ordering::Relaxed);
-    let mut vehicle = Vehicle::new(&args.city, args.seed, index as u64);
+    let mut vehicle = Vehicle::new(&args.view.city, args.view.seed, index as u64);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let (mut sink, mut stream) = ws.split();
     // Acks and pings from the broker are read and dropped.
@@ -256,10 +249,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(64);
-    let mut rng = StdRng::seed_from_u64(args.seed ^ 0xDA5B_0A4D);
-    for i in 0..args.dashboards + args.whole_city {
-        let view = (i < args.dashboards)
-            .then(|| random_viewport(&args.city, args.viewport_span, &mut rng));
+    let mut rng = StdRng::seed_from_u64(args.view.seed ^ 0xDA5B_0A4D);
+    for i in 0..args.view.dashboards + args.view.whole_city {
+        let view = (i < args.view.dashboards)
+            .then(|| random_viewport(&args.view.city, args.view.viewport_span, &mut rng));
         let task = dashboard(args.clone(), counters.clone(), i, view, ready_tx.clone());
         dashboards_rt.spawn(async move {
             if let Err(e) = task.await {
@@ -270,7 +263,7 @@ fn main() -> anyhow::Result<()> {
     // Dashboards end with the process.
     std::thread::spawn(move || dashboards_rt.block_on(std::future::pending::<()>()));
     drivers_rt.block_on(async {
-        for _ in 0..args.dashboards + args.whole_city {
+        for _ in 0..args.view.dashboards + args.view.whole_city {
             ready_rx.recv().await;
         }
         let stop = Instant::now() + args.ramp_up + args.duration + Duration::from_secs(150);
@@ -323,9 +316,9 @@ fn report(args: &Args, c: &Counters, window: f64, cpu: Option<f64>, rss: Option<
     println!(
         "peers: {} drivers, {} dashboards (viewports {}) + {} whole-city, cells {}°, {}, window {:.1}s",
         args.drivers,
-        args.dashboards,
-        args.viewport_span,
-        args.whole_city,
+        args.view.dashboards,
+        args.view.viewport_span,
+        args.view.whole_city,
         args.cell,
         args.url,
         window
