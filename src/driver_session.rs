@@ -3,7 +3,6 @@
 //! inbound frames, its pending commits, its stop signal and one timer.
 
 use std::future::Future;
-use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +23,7 @@ use crate::hub::{ConnId, DriverHandle, LiveDriver, PublishOutcome, Stop};
 use crate::metrics as m;
 use crate::outbox::Status;
 use crate::protocol::{DriverFrame, DriverOut, ErrorCode, WireFix, close, to_json};
-use crate::rate_limit::{limiter, position_quota, quota};
+use crate::rate_limit::{self, limiter, position_quota, quota};
 use crate::startup::AppState;
 use crate::trail_store::StoreError;
 
@@ -306,7 +305,7 @@ impl DriverActor {
         let received = Instant::now();
         let count = fixes.len() as u64;
         m::received(count);
-        if !self.within_rate(fixes.len()) {
+        if !rate_limit::take(&self.limiter, fixes.len()) {
             self.settle(&fixes);
             m::rejected(ErrorCode::RateLimited.as_str(), count);
             let message = "too many positions: slow down and resend";
@@ -349,13 +348,6 @@ impl DriverActor {
             self.store(points, received).await?;
         }
         Ok(accepted)
-    }
-
-    fn within_rate(&self, n: usize) -> bool {
-        let Some(n) = u32::try_from(n).ok().and_then(NonZeroU32::new) else {
-            return true;
-        };
-        matches!(self.limiter.check_n(n), Ok(Ok(())))
     }
 
     async fn store(&mut self, points: Vec<TrailPoint>, received: Instant) -> Result<(), Exit> {

@@ -1,11 +1,12 @@
 //! Rate limits (token buckets from governor): a driver's position budget,
 //! shared by the WebSocket and HTTP paths, and the abuse budgets of bad frames.
 
+use std::hash::Hash;
 use std::num::NonZeroU32;
 use std::sync::OnceLock;
 
 use governor::clock::DefaultClock;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::DriverSettings;
 
@@ -26,4 +27,42 @@ pub fn quota(per_sec: u32, burst: u32) -> Quota {
 pub fn limiter(quota: Quota) -> DefaultDirectRateLimiter {
     static CLOCK: OnceLock<DefaultClock> = OnceLock::new();
     RateLimiter::direct_with_clock(quota, CLOCK.get_or_init(DefaultClock::default).clone())
+}
+
+/// Takes `n` items' worth from the bucket if they fit now; nothing is taken
+/// otherwise. No items always fit.
+pub fn take(limiter: &DefaultDirectRateLimiter, n: usize) -> bool {
+    cells(n).is_none_or(|n| matches!(limiter.check_n(n), Ok(Ok(()))))
+}
+
+/// `take` on `key`'s bucket of a keyed limiter.
+pub fn take_for<K: Hash + Eq + Clone>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+    n: usize,
+) -> bool {
+    cells(n).is_none_or(|n| matches!(limiter.check_key_n(key, n), Ok(Ok(()))))
+}
+
+/// Counts beyond `u32` are far above any batch limit, which refuses them first.
+fn cells(n: usize) -> Option<NonZeroU32> {
+    u32::try_from(n).ok().and_then(NonZeroU32::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_take_leaves_the_bucket_as_it_was() {
+        let bucket = limiter(quota(1, 10));
+        assert!(take(&bucket, 0));
+        assert!(take(&bucket, 6));
+        assert!(!take(&bucket, 5), "only 4 left");
+        assert!(take(&bucket, 4), "the refusal took nothing");
+        let keyed: DefaultKeyedRateLimiter<&str> = RateLimiter::keyed(quota(1, 3));
+        assert!(take_for(&keyed, &"a", 3));
+        assert!(!take_for(&keyed, &"a", 1));
+        assert!(take_for(&keyed, &"b", 3), "each key has its own bucket");
+    }
 }

@@ -3,7 +3,6 @@
 //! included: posting must not be a way around it); the fixes go live at
 //! once, the answer waits for the database.
 
-use std::num::NonZeroU32;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -18,7 +17,7 @@ use crate::config::DriverSettings;
 use crate::domain::{DriverId, Seq, Timestamp, TrailPoint};
 use crate::metrics as m;
 use crate::protocol::{ErrorCode, WireFix};
-use crate::rate_limit::position_quota;
+use crate::rate_limit::{self, position_quota};
 use crate::startup::AppState;
 use crate::trail_store::StoreError;
 
@@ -96,10 +95,7 @@ pub(super) async fn positions(
 
 /// 429 `rate_limited` when the items do not fit the driver's bucket; nothing is taken then.
 fn within_rate(state: &AppState, driver: &DriverId, items: usize) -> Result<(), ApiError> {
-    let Some(n) = u32::try_from(items).ok().and_then(NonZeroU32::new) else {
-        return Ok(());
-    };
-    if let Ok(Ok(())) = state.upload_limiter.check_key_n(driver, n) {
+    if rate_limit::take_for(&state.upload_limiter, driver, items) {
         return Ok(());
     }
     m::rejected(ErrorCode::RateLimited.as_str(), items as u64);

@@ -79,6 +79,10 @@ struct Counters {
 }
 
 impl Counters {
+    fn latency(&self) -> Option<std::sync::MutexGuard<'_, Histogram<u64>>> {
+        self.latency.lock().ok()
+    }
+
     fn now_us(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
     }
@@ -209,7 +213,7 @@ async fn dashboard(
                         && counters.measuring.load(Ordering::Relaxed)
                     {
                         counters.delivered.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut h) = c_latency(&counters) {
+                        if let Some(mut h) = counters.latency() {
                             let _ = h.record(now.saturating_sub(fix.sent_us).max(1));
                         }
                     }
@@ -224,10 +228,6 @@ async fn dashboard(
         }
     }
     Ok(())
-}
-
-fn c_latency(c: &Counters) -> Result<std::sync::MutexGuard<'_, Histogram<u64>>, ()> {
-    c.latency.lock().map_err(|_| ())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -328,7 +328,7 @@ fn report(args: &Args, c: &Counters, window: f64, cpu: Option<f64>, rss: Option<
         delivered as f64 / window,
         delivered as f64 / published.max(1) as f64
     );
-    if let Ok(h) = c_latency(c) {
+    if let Some(h) = c.latency() {
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         println!(
             "  e2e latency:  p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms  ({} samples)",
