@@ -4,19 +4,20 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# Cache dependencies: build them once against the manifests only.
+# Cache dependencies: build them once against the manifests only. The production
+# image leaves out the demo simulator (cargo feature `demo`): --no-default-features.
 COPY Cargo.toml Cargo.lock ./
 COPY loadtest/Cargo.toml loadtest/Cargo.toml
 RUN mkdir -p src loadtest/src benches static \
  && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
  && echo 'fn main() {}' > loadtest/src/main.rs && echo '' > loadtest/src/lib.rs \
  && echo 'fn main() {}' > benches/fanout.rs && echo 'fn main() {}' > benches/ingest.rs \
- && cargo build --release --locked --bin fleethub \
+ && cargo build --release --locked --no-default-features --bin fleethub \
  && rm -rf src loadtest/src benches
 COPY . .
 # Make cargo see the real sources as newer than the cached stubs.
 RUN touch src/main.rs src/lib.rs loadtest/src/lib.rs \
- && cargo build --release --locked --bin fleethub \
+ && cargo build --release --locked --no-default-features --bin fleethub \
  && cp target/release/fleethub /fleethub
 
 FROM debian:bookworm-slim

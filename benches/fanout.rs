@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fleethub::auth::FleetScope;
+use fleethub::cluster::LocalBus;
 use fleethub::domain::{BBox, DriverId, FleetId, Position, Timestamp};
-use fleethub::hub::Hub;
-use fleethub::spatial_index::SpatialIndex;
+use fleethub::live::spatial_index::SpatialIndex;
+use fleethub::live::{LiveDrivers, Subscriptions};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 const SUBSCRIPTIONS: usize = 1_000;
@@ -36,26 +37,29 @@ fn lima_viewport(rng: &mut StdRng) -> BBox {
     BBox::new(w, s, -76.8, -11.9).unwrap()
 }
 
-fn hub_with_subscriptions() -> Hub {
-    let hub = Hub::new("bench".into());
+/// The live drivers, publishing to dashboards through the local bus.
+fn hub_with_subscriptions() -> (LiveDrivers, Arc<Subscriptions>) {
+    let subscriptions = Arc::new(Subscriptions::new(64));
     let mut rng = StdRng::seed_from_u64(7);
     let fleet = FleetScope::One(FleetId::parse("acme").unwrap());
     for i in 0..SUBSCRIPTIONS {
-        let dash = hub.add_dashboard("dispatcher", fleet.clone());
+        let dash = subscriptions.add_dashboard("dispatcher", fleet.clone());
         let bbox = if i < WATCHING {
             lima_viewport(&mut rng)
         } else {
             random_viewport(&mut rng)
         };
-        hub.subscribe(&dash, "view", bbox, 1);
+        subscriptions.subscribe(&dash, "view", bbox, 1).unwrap();
     }
-    hub
+    let bus = Arc::new(LocalBus::new(Arc::clone(&subscriptions)));
+    (LiveDrivers::new(bus), subscriptions)
 }
 
 fn publish(c: &mut Criterion) {
-    let hub = hub_with_subscriptions();
+    let (drivers, _dashboards) = hub_with_subscriptions();
     let driver = DriverId::parse("d1").unwrap();
     let fleet = FleetId::parse("acme").unwrap();
+    let live = drivers.entry(&driver, &fleet);
     let mut ts = Timestamp::now().as_millis();
     c.bench_function(
         "publish one position, 1000 subscriptions, 10 watching",
@@ -71,7 +75,7 @@ fn publish(c: &mut Criterion) {
                     None,
                 )
                 .unwrap();
-                black_box(hub.publish(&driver, &fleet, &p));
+                black_box(drivers.publish(&live, &p));
             })
         },
     );

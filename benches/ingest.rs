@@ -19,8 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use fleethub::config::TrailSettings;
 use fleethub::domain::{DriverId, FleetId, Position, Timestamp, TrailPoint};
-use fleethub::trail_store::PgTrailStore;
-use fleethub::trail_writer::TrailWriter;
+use fleethub::trails::{PgTrailStore, TrailWriter};
 
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 

@@ -8,6 +8,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, erro
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{DriverId, FleetId, Timestamp};
+use crate::protocol::ErrorCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -61,10 +62,20 @@ pub enum FleetScope {
 }
 
 impl FleetScope {
+    /// The one fleet check every endpoint and session makes: may this caller
+    /// see `fleet`'s drivers?
     pub fn allows(&self, fleet: &FleetId) -> bool {
         match self {
             FleetScope::All => true,
             FleetScope::One(own) => own == fleet,
+        }
+    }
+
+    /// The caller's own fleet; `None` for admins, who see every fleet.
+    pub fn fleet(&self) -> Option<&FleetId> {
+        match self {
+            FleetScope::One(own) => Some(own),
+            FleetScope::All => None,
         }
     }
 }
@@ -101,12 +112,12 @@ pub enum AuthError {
 
 impl AuthError {
     /// Stable code for error bodies.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            AuthError::Missing => "token_missing",
-            AuthError::Expired => "token_expired",
-            AuthError::Invalid => "token_invalid",
-            AuthError::WrongRole(_) => "forbidden",
+            AuthError::Missing => ErrorCode::TokenMissing,
+            AuthError::Expired => ErrorCode::TokenExpired,
+            AuthError::Invalid => ErrorCode::TokenInvalid,
+            AuthError::WrongRole(_) => ErrorCode::Forbidden,
         }
     }
 }

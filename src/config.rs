@@ -61,6 +61,10 @@ pub struct DashboardSettings {
     pub max_subscriptions: usize,
     pub max_items_per_frame: usize,
     pub stuck_after_secs: u64,
+    pub max_frame_bytes: usize,
+    pub max_control_frames: usize,
+    pub abuse_per_sec: u32,
+    pub abuse_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -173,6 +177,19 @@ impl Settings {
                 "dashboard.stuck_after_secs",
                 self.dashboard.stuck_after_secs,
             ),
+            (
+                "dashboard.max_frame_bytes",
+                self.dashboard.max_frame_bytes as u64,
+            ),
+            (
+                "dashboard.max_control_frames",
+                self.dashboard.max_control_frames as u64,
+            ),
+            (
+                "dashboard.abuse_per_sec",
+                self.dashboard.abuse_per_sec.into(),
+            ),
+            ("dashboard.abuse_burst", self.dashboard.abuse_burst.into()),
             ("ws.max_frame_bytes", self.ws.max_frame_bytes as u64),
             ("ws.heartbeat_secs", self.ws.heartbeat_secs),
             ("trails.queue_capacity", self.trails.queue_capacity as u64),

@@ -1,30 +1,29 @@
-//! fleethub: drivers stream GPS positions in over WebSocket, dispatcher
-//! dashboards watch them live, trails are kept in PostgreSQL or SQLite.
+//! fleethub: drivers stream GPS positions in, dispatcher dashboards watch
+//! them live, trails are kept in PostgreSQL or SQLite.
 //!
-//! The flow: `main.rs` → [`startup::Application`] → one task per connection
-//! ([`driver_session`], [`dashboard_session`]) around the shared [`hub::Hub`]
-//! (registry, [`spatial_index`], [`outbox`]), with [`trail_writer`] feeding
-//! the [`trail_store`].
+//! The flow: `main.rs` → [`startup::Application`] builds the parts and the
+//! routes ([`http_api`]). A position enters through an [`ingest`] path (the
+//! WebSocket driver session or the HTTP upload) into the one
+//! [`ingest::pipeline`]: [`live`] state, fan-out through the [`cluster`] bus
+//! to the [`dashboards`]' outboxes, and the [`trails`] writer, whose commit
+//! becomes the ack. [`protocol`] holds the wire contract, [`domain`] the
+//! types that check themselves.
 
-pub mod ack_tracker;
-pub mod api;
-pub mod api_error;
+pub mod app_state;
 pub mod auth;
+pub mod cluster;
 pub mod config;
-pub mod dashboard_session;
+pub mod dashboards;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod domain;
-pub mod driver_session;
-pub mod hub;
+pub mod http_api;
+pub mod ingest;
+pub mod live;
 pub mod metrics;
-pub mod outbox;
 pub mod periodic;
 pub mod protocol;
-pub mod rate_limit;
-pub mod spatial_index;
 pub mod startup;
-pub mod static_files;
 pub mod telemetry;
-pub mod trail_api;
-pub mod trail_store;
-pub mod trail_writer;
+pub mod trails;
+pub mod ws;

@@ -31,6 +31,7 @@ enum Command {
     /// Run the hub (the default).
     Serve {
         /// Also run N simulated drivers (default 300) so the map comes alive at once.
+        #[cfg(feature = "demo")]
         #[arg(long, num_args = 0..=1, default_missing_value = "300")]
         demo: Option<usize>,
     },
@@ -62,8 +63,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = match cli.command.unwrap_or(Command::Serve { demo: None }) {
+    let command = cli.command.unwrap_or(Command::Serve {
+        #[cfg(feature = "demo")]
+        demo: None,
+    });
+    let result = match command {
+        #[cfg(feature = "demo")]
         Command::Serve { demo } => serve(settings, demo),
+        #[cfg(not(feature = "demo"))]
+        Command::Serve {} => serve(settings, None),
         Command::Token {
             role,
             sub,
@@ -93,9 +101,12 @@ fn serve(settings: Settings, demo: Option<usize>) -> anyhow::Result<()> {
     // half the cores) for the connections: few threads, few cross-thread wake-ups.
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings).await?;
+        #[cfg(feature = "demo")]
         if let Some(drivers) = demo {
             fleethub::demo::start(&app, drivers);
         }
+        #[cfg(not(feature = "demo"))]
+        let _: Option<usize> = demo;
         app.run_until_stopped().await
     })
 }
@@ -123,7 +134,7 @@ fn token(
 
 fn migrate(settings: Settings) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        fleethub::trail_store::migrate(&settings).await?;
+        fleethub::trails::store::migrate(&settings).await?;
         println!("migrations applied");
         Ok(())
     })

@@ -17,6 +17,12 @@ pub const SLOW_CLOSED: &str = "fleethub_dashboards_closed_slow_total";
 pub const QUEUED_BYTES: &str = "fleethub_dashboard_queued_bytes";
 pub const FANOUT_SECONDS: &str = "fleethub_fanout_latency_seconds";
 pub const ACK_SECONDS: &str = "fleethub_ack_latency_seconds";
+pub const TASK_EXITS: &str = "fleethub_task_exits_total";
+pub const TRAIL_QUEUED: &str = "fleethub_trail_queued_positions";
+pub const TRAIL_REFUSED: &str = "fleethub_trail_refused_positions_total";
+pub const TRAIL_COMMITTED: &str = "fleethub_trail_committed_positions_total";
+pub const TRAIL_COMMIT_SECONDS: &str = "fleethub_trail_commit_seconds";
+pub const TRAIL_COMMIT_FAILURES: &str = "fleethub_trail_commit_failures_total";
 
 /// Latency buckets from 50 µs to 10 s.
 const BUCKETS: &[f64] = &[
@@ -129,10 +135,35 @@ pub fn queued_bytes(bytes: usize) {
     gauge!(QUEUED_BYTES).set(bytes as f64);
 }
 
+/// A background task ended before shutdown.
+pub fn task_exited(task: &'static str) {
+    counter!(TASK_EXITS, "task" => task).increment(1);
+}
+
 pub fn fanout_latency(seconds: f64) {
     hot().fanout_seconds.record(seconds);
 }
 
 pub fn ack_latency(seconds: f64) {
     hot().ack_seconds.record(seconds);
+}
+
+/// Positions waiting for the database.
+pub fn trail_queued(positions: usize) {
+    gauge!(TRAIL_QUEUED).set(positions as f64);
+}
+
+/// Positions refused because the trail queue was full.
+pub fn trail_refused(positions: u64) {
+    counter!(TRAIL_REFUSED).increment(positions);
+}
+
+/// A group commit of `positions` that took `seconds`.
+pub fn trail_committed(positions: u64, seconds: f64) {
+    histogram!(TRAIL_COMMIT_SECONDS).record(seconds);
+    counter!(TRAIL_COMMITTED).increment(positions);
+}
+
+pub fn trail_commit_failed() {
+    counter!(TRAIL_COMMIT_FAILURES).increment(1);
 }

@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use fleethub::config::TrailSettings;
 use fleethub::domain::{DriverId, FleetId, Seq, Timestamp, TrailPoint};
-use fleethub::trail_store::{
-    DriverRecord, PgTrailStore, SqliteTrailStore, StoreError, TrailQuery, TrailStore,
+use fleethub::trails::TrailWriter;
+use fleethub::trails::{
+    DriverRecord, PgTrailStore, SqliteTrailStore, StoreError, TrailQuery, TrailReads, TrailStore,
 };
-use fleethub::trail_writer::TrailWriter;
 use support::{PG_HOST, Proxy, TestDb, eventually, point, points};
 
 const DAY_MS: i64 = 86_400_000;
@@ -318,17 +318,8 @@ impl TrailStore for Counting {
         self.appends.fetch_add(1, Ordering::SeqCst);
         self.inner.append(points).await
     }
-    async fn last_seq(&self, driver: &DriverId) -> Result<Seq, StoreError> {
-        self.inner.last_seq(driver).await
-    }
-    async fn trail(&self, query: &TrailQuery) -> Result<Vec<TrailPoint>, StoreError> {
-        self.inner.trail(query).await
-    }
-    async fn driver(&self, driver: &DriverId) -> Result<Option<DriverRecord>, StoreError> {
-        self.inner.driver(driver).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
+    fn reads(&self) -> &dyn TrailReads {
+        self.inner.reads()
     }
     async fn apply_retention(&self, days: u32) -> Result<u64, StoreError> {
         self.inner.apply_retention(days).await

@@ -171,7 +171,7 @@ async fn bad_subscriptions_get_error_codes_and_the_dashboard_carries_on() {
         .await;
     dash.subscribe("c", LIMA).await;
     eventually("two subscriptions in the index", || async {
-        app.state.hub.subscription_count() == 2
+        app.state.subscriptions.subscription_count() == 2
     })
     .await;
 }
@@ -181,10 +181,10 @@ async fn a_closed_dashboard_leaves_nothing_in_the_index() {
     let app = spawn_app().await;
     let mut dash = app.dashboard(Some("acme")).await;
     dash.subscribe("main", LIMA).await;
-    assert_eq!(app.state.hub.subscription_count(), 1);
+    assert_eq!(app.state.subscriptions.subscription_count(), 1);
     drop(dash);
     eventually("the subscription is removed", || async {
-        app.state.hub.subscription_count() == 0
+        app.state.subscriptions.subscription_count() == 0
     })
     .await;
 }

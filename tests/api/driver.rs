@@ -124,7 +124,7 @@ async fn a_second_connection_of_the_same_driver_replaces_the_first_with_4001() {
     );
     // The replacement keeps working and stays registered.
     second.publish(1, now_ms(), -12.05, -77.04).await;
-    assert_eq!(app.state.hub.connected_drivers(), 1);
+    assert_eq!(app.state.registry.len(), 1);
 }
 
 #[tokio::test]
@@ -218,7 +218,7 @@ async fn a_driver_that_closes_first_gets_its_close_answered() {
     d.client.ws.close(None).await.unwrap();
     assert_eq!(d.client.ended().await, Ended::Closed(1000, "bye".into()));
     eventually("the driver is unregistered", || async {
-        app.state.hub.connected_drivers() == 0
+        app.state.registry.is_empty()
     })
     .await;
 }

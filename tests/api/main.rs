@@ -6,6 +6,7 @@ mod dashboard;
 mod driver;
 mod helpers;
 mod http;
+mod ingest_paths;
 mod proxy;
 mod simulated_fleet;
 mod slow_dashboard;

@@ -57,7 +57,7 @@ async fn a_dashboard_that_never_reads_costs_bounded_memory_and_is_closed_with_10
         for d in drivers.iter_mut() {
             d.ack_covering(round).await;
         }
-        peak = peak.max(app.state.hub.queued_bytes());
+        peak = peak.max(app.state.subscriptions.queued_bytes());
     }
     // 10,000 updates flowed; what the hub holds for the sleeper stays about one
     // entry per driver (plus the frames in flight), far below 10,000 updates.
@@ -70,11 +70,11 @@ async fn a_dashboard_that_never_reads_costs_bounded_memory_and_is_closed_with_10
     let _reader = reader.await.expect("the reader saw the last position");
     // The sleeper is closed once it stays stuck; its memory is released.
     eventually("the stuck dashboard is dropped", || async {
-        app.state.hub.dashboards().len() == 1
+        app.state.subscriptions.dashboards().len() == 1
     })
     .await;
     eventually("its queued bytes are released", || async {
-        app.state.hub.queued_bytes() < 10_000
+        app.state.subscriptions.queued_bytes() < 10_000
     })
     .await;
     // When it finally reads, it finds the 1013 close after what was in flight.

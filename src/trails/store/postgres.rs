@@ -6,14 +6,12 @@ use anyhow::Context;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{ConnectOptions, Postgres, Row};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Postgres};
 
-use super::{
-    DAY_MS, DriverRecord, StoreError, TrailQuery, TrailStore, latest_per_driver, retention_cutoff,
-    seq_from_db, seq_to_db,
-};
-use crate::domain::{DriverId, FleetId, Position, Seq, Timestamp, TrailPoint};
+use super::reads::{SqlReads, TrailReads};
+use super::{DAY_MS, StoreError, TrailStore, latest_per_driver, retention_cutoff, seq_to_db};
+use crate::domain::{Timestamp, TrailPoint};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -32,7 +30,8 @@ const PARTITION_DAYS_AHEAD: i64 = 3;
 /// grows and its last position only moves to a newer fix, so the order of
 /// commits is irrelevant. (A data-modifying `WITH` runs whether or not the
 /// outer statement reads it.)
-const APPEND: &str = r#"
+const APPEND: &str = concat!(
+    r#"
 WITH new_positions AS (
     INSERT INTO positions (driver_id, fleet_id, seq, ts, lat, lon, speed, heading, acc)
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::float8[],
@@ -41,30 +40,17 @@ WITH new_positions AS (
 )
 INSERT INTO drivers AS d (driver_id, fleet_id, last_seq, last_ts, last_lat, last_lon)
 SELECT * FROM UNNEST($10::text[], $11::text[], $12::int8[], $13::int8[], $14::float8[], $15::float8[])
-ON CONFLICT (driver_id) DO UPDATE SET
-    last_seq   = GREATEST(d.last_seq, EXCLUDED.last_seq),
-    fleet_id   = CASE WHEN EXCLUDED.last_ts >= d.last_ts THEN EXCLUDED.fleet_id ELSE d.fleet_id END,
-    last_lat   = CASE WHEN EXCLUDED.last_ts >= d.last_ts THEN EXCLUDED.last_lat ELSE d.last_lat END,
-    last_lon   = CASE WHEN EXCLUDED.last_ts >= d.last_ts THEN EXCLUDED.last_lon ELSE d.last_lon END,
-    last_ts    = GREATEST(d.last_ts, EXCLUDED.last_ts),
-    updated_at = now()
-"#;
+"#,
+    merge_driver_row!()
+);
 
 /// Two appends at once keep both cores busy: one backend inserts while the
 /// other waits for its WAL flush.
 const CONCURRENT_APPENDS: usize = 2;
 
-/// Ordered like the primary key, so the index serves range and order.
-const TRAIL: &str = r#"
-SELECT driver_id, fleet_id, seq, ts, lat, lon, speed, heading, acc
-FROM positions
-WHERE driver_id = $1 AND ts >= $2 AND ts <= $3 AND ($4::text IS NULL OR fleet_id = $4)
-ORDER BY ts, seq
-LIMIT $5
-"#;
-
 pub struct PgTrailStore {
     pool: PgPool,
+    reads: SqlReads<Postgres>,
     /// Connections kept by the writer's commits from one commit to the next:
     /// going through the pool each time would add two round trips per commit
     /// (sqlx pings a connection when it is handed out and when it comes back).
@@ -87,6 +73,7 @@ impl PgTrailStore {
             .await
             .context("connecting to PostgreSQL")?;
         Ok(Self {
+            reads: SqlReads::new(pool.clone()),
             pool,
             committers: Mutex::new(Vec::with_capacity(CONCURRENT_APPENDS)),
         })
@@ -206,31 +193,10 @@ impl<'a> Columns<'a> {
     }
 }
 
-fn point_from_row(row: &PgRow) -> Result<TrailPoint, StoreError> {
-    let corrupt = |e: String| StoreError::Corrupt(e);
-    let driver: String = row.try_get("driver_id")?;
-    let fleet: String = row.try_get("fleet_id")?;
-    let position = Position::new(
-        row.try_get("lat")?,
-        row.try_get("lon")?,
-        Timestamp::from_millis(row.try_get("ts")?),
-        row.try_get("speed")?,
-        row.try_get("heading")?,
-        row.try_get("acc")?,
-    )
-    .map_err(|e| corrupt(format!("stored position of {driver}: {e}")))?;
-    Ok(TrailPoint {
-        driver: DriverId::parse(&driver)
-            .map_err(|e| corrupt(format!("driver id {driver:?}: {e}")))?,
-        fleet: FleetId::parse(&fleet).map_err(|e| corrupt(format!("fleet id {fleet:?}: {e}")))?,
-        seq: seq_from_db(row.try_get("seq")?)?,
-        position,
-    })
-}
-
 #[async_trait]
 impl TrailStore for PgTrailStore {
-    /// Positions first, then the drivers, in one transaction. Rows go in
+    /// Positions and the drivers' rows in one statement ([`APPEND`]), which is
+    /// atomic on its own: no transaction block, one round trip. Rows go in
     /// primary-key order: index inserts stay local, and concurrent appends
     /// take locks in one order, so they wait for each other but never deadlock.
     async fn append(&self, points: &[TrailPoint]) -> Result<(), StoreError> {
@@ -277,50 +243,8 @@ impl TrailStore for PgTrailStore {
         Ok(())
     }
 
-    async fn last_seq(&self, driver: &DriverId) -> Result<Seq, StoreError> {
-        let seq: Option<i64> =
-            sqlx::query_scalar("SELECT last_seq FROM drivers WHERE driver_id = $1")
-                .bind(driver.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
-        seq.map_or(Ok(0), seq_from_db)
-    }
-
-    async fn trail(&self, query: &TrailQuery) -> Result<Vec<TrailPoint>, StoreError> {
-        let rows = sqlx::query(TRAIL)
-            .bind(query.driver.as_str())
-            .bind(query.from.as_millis())
-            .bind(query.to.as_millis())
-            .bind(query.fleet.as_ref().map(FleetId::as_str))
-            .bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(point_from_row).collect()
-    }
-
-    async fn driver(&self, driver: &DriverId) -> Result<Option<DriverRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT fleet_id, last_seq, last_ts, last_lat, last_lon FROM drivers WHERE driver_id = $1",
-        )
-        .bind(driver.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let fleet: String = row.try_get("fleet_id")?;
-        Ok(Some(DriverRecord {
-            driver: driver.clone(),
-            fleet: FleetId::parse(&fleet)
-                .map_err(|e| StoreError::Corrupt(format!("fleet id {fleet:?}: {e}")))?,
-            last_seq: seq_from_db(row.try_get("last_seq")?)?,
-            last_ts: Timestamp::from_millis(row.try_get("last_ts")?),
-            last_lat: row.try_get("last_lat")?,
-            last_lon: row.try_get("last_lon")?,
-        }))
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+    fn reads(&self) -> &dyn TrailReads {
+        &self.reads
     }
 
     /// Partition upkeep, then retention: creates the partitions ahead,

@@ -11,16 +11,13 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, Sqlite};
 
-use super::{
-    DriverRecord, StoreError, TrailQuery, TrailStore, latest_per_driver, retention_cutoff,
-    seq_from_db, seq_to_db,
-};
-use crate::domain::{DriverId, FleetId, Position, Seq, Timestamp, TrailPoint};
+use super::reads::{SqlReads, TrailReads};
+use super::{StoreError, TrailStore, latest_per_driver, retention_cutoff, seq_to_db};
+use crate::domain::{Timestamp, TrailPoint};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -36,28 +33,17 @@ const INSERT_HEAD: &str = "INSERT INTO positions \
     (driver_id, fleet_id, seq, ts, lat, lon, speed, heading, acc) VALUES ";
 const INSERT_TAIL: &str = " ON CONFLICT DO NOTHING";
 
-const UPSERT_DRIVER: &str = r#"
+const UPSERT_DRIVER: &str = concat!(
+    r#"
 INSERT INTO drivers AS d (driver_id, fleet_id, last_seq, last_ts, last_lat, last_lon, updated_at)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-ON CONFLICT (driver_id) DO UPDATE SET
-    last_seq   = max(d.last_seq, excluded.last_seq),
-    fleet_id   = CASE WHEN excluded.last_ts >= d.last_ts THEN excluded.fleet_id ELSE d.fleet_id END,
-    last_lat   = CASE WHEN excluded.last_ts >= d.last_ts THEN excluded.last_lat ELSE d.last_lat END,
-    last_lon   = CASE WHEN excluded.last_ts >= d.last_ts THEN excluded.last_lon ELSE d.last_lon END,
-    last_ts    = max(d.last_ts, excluded.last_ts),
-    updated_at = excluded.updated_at
-"#;
-
-const TRAIL: &str = r#"
-SELECT driver_id, fleet_id, seq, ts, lat, lon, speed, heading, acc
-FROM positions
-WHERE driver_id = ?1 AND ts >= ?2 AND ts <= ?3 AND (?4 IS NULL OR fleet_id = ?4)
-ORDER BY ts, seq
-LIMIT ?5
-"#;
+"#,
+    merge_driver_row!()
+);
 
 pub struct SqliteTrailStore {
     pool: SqlitePool,
+    reads: SqlReads<Sqlite>,
 }
 
 impl SqliteTrailStore {
@@ -76,7 +62,10 @@ impl SqliteTrailStore {
             .connect_with(options)
             .await
             .with_context(|| format!("opening the SQLite file {}", path.display()))?;
-        Ok(Self { pool })
+        Ok(Self {
+            reads: SqlReads::new(pool.clone()),
+            pool,
+        })
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
@@ -147,28 +136,6 @@ fn insert_sql(rows: usize) -> String {
     sql
 }
 
-fn point_from_row(row: &SqliteRow) -> Result<TrailPoint, StoreError> {
-    let corrupt = |e: String| StoreError::Corrupt(e);
-    let driver: String = row.try_get("driver_id")?;
-    let fleet: String = row.try_get("fleet_id")?;
-    let position = Position::new(
-        row.try_get("lat")?,
-        row.try_get("lon")?,
-        Timestamp::from_millis(row.try_get("ts")?),
-        row.try_get("speed")?,
-        row.try_get("heading")?,
-        row.try_get("acc")?,
-    )
-    .map_err(|e| corrupt(format!("stored position of {driver}: {e}")))?;
-    Ok(TrailPoint {
-        driver: DriverId::parse(&driver)
-            .map_err(|e| corrupt(format!("driver id {driver:?}: {e}")))?,
-        fleet: FleetId::parse(&fleet).map_err(|e| corrupt(format!("fleet id {fleet:?}: {e}")))?,
-        seq: seq_from_db(row.try_get("seq")?)?,
-        position,
-    })
-}
-
 #[async_trait]
 impl TrailStore for SqliteTrailStore {
     async fn append(&self, points: &[TrailPoint]) -> Result<(), StoreError> {
@@ -184,50 +151,8 @@ impl TrailStore for SqliteTrailStore {
         Ok(())
     }
 
-    async fn last_seq(&self, driver: &DriverId) -> Result<Seq, StoreError> {
-        let seq: Option<i64> =
-            sqlx::query_scalar("SELECT last_seq FROM drivers WHERE driver_id = ?1")
-                .bind(driver.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
-        seq.map_or(Ok(0), seq_from_db)
-    }
-
-    async fn trail(&self, query: &TrailQuery) -> Result<Vec<TrailPoint>, StoreError> {
-        let rows = sqlx::query(TRAIL)
-            .bind(query.driver.as_str())
-            .bind(query.from.as_millis())
-            .bind(query.to.as_millis())
-            .bind(query.fleet.as_ref().map(FleetId::as_str))
-            .bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(point_from_row).collect()
-    }
-
-    async fn driver(&self, driver: &DriverId) -> Result<Option<DriverRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT fleet_id, last_seq, last_ts, last_lat, last_lon FROM drivers WHERE driver_id = ?1",
-        )
-        .bind(driver.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let fleet: String = row.try_get("fleet_id")?;
-        Ok(Some(DriverRecord {
-            driver: driver.clone(),
-            fleet: FleetId::parse(&fleet)
-                .map_err(|e| StoreError::Corrupt(format!("fleet id {fleet:?}: {e}")))?,
-            last_seq: seq_from_db(row.try_get("last_seq")?)?,
-            last_ts: Timestamp::from_millis(row.try_get("last_ts")?),
-            last_lat: row.try_get("last_lat")?,
-            last_lon: row.try_get("last_lon")?,
-        }))
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+    fn reads(&self) -> &dyn TrailReads {
+        &self.reads
     }
 
     /// Deletes the rows older than the cutoff, a slice at a time; returns the rows deleted.

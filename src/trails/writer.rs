@@ -19,6 +19,7 @@
 //! exponential backoff; retrying is safe because the store skips fixes it
 //! already holds. Nothing is resolved `Ok` before its commit.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -28,9 +29,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::store::{StoreError, TrailStore};
 use crate::config::TrailSettings;
 use crate::domain::TrailPoint;
-use crate::trail_store::{StoreError, TrailStore};
+use crate::metrics as m;
 
 /// Resolves when the submitted points are committed.
 pub type Committed = oneshot::Receiver<Result<(), StoreError>>;
@@ -49,6 +51,11 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
 /// before it gives up on what is queued (which was never acked, so the
 /// apps still hold it and resend it).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The longest the writer takes to stop once shutdown starts: retries go on
+/// for [`SHUTDOWN_GRACE`], and the attempt started last may take its whole
+/// [`COMMIT_TIMEOUT`].
+pub const LONGEST_FLUSH: Duration =
+    Duration::from_secs(SHUTDOWN_GRACE.as_secs() + COMMIT_TIMEOUT.as_secs());
 
 /// One caller's points, with the room they hold and where the outcome goes.
 struct Submission {
@@ -81,7 +88,7 @@ impl Shared {
     }
 
     fn publish_queued(&self) {
-        metrics::gauge!("fleethub_trail_queued_positions").set(self.queued() as f64);
+        m::trail_queued(self.queued());
     }
 }
 
@@ -92,13 +99,24 @@ pub struct TrailWriter {
 }
 
 impl TrailWriter {
-    /// Starts the writer task. It runs until `shutdown` is cancelled, then
-    /// flushes everything queued (retrying for up to [`SHUTDOWN_GRACE`]) and exits.
+    /// Starts the writer task on the current runtime; see [`TrailWriter::new`].
     pub fn spawn(
         store: Arc<dyn TrailStore>,
         settings: &TrailSettings,
         shutdown: CancellationToken,
     ) -> (TrailWriter, JoinHandle<()>) {
+        let (writer, task) = Self::new(store, settings, shutdown);
+        (writer, tokio::spawn(task))
+    }
+
+    /// The writer and its task, for the caller to run. The task runs until
+    /// `shutdown` is cancelled, then flushes everything queued (retrying for
+    /// up to [`SHUTDOWN_GRACE`]) and ends.
+    pub fn new(
+        store: Arc<dyn TrailStore>,
+        settings: &TrailSettings,
+        shutdown: CancellationToken,
+    ) -> (TrailWriter, impl Future<Output = ()> + Send + 'static) {
         let capacity = settings.queue_capacity.max(1);
         let shared = Arc::new(Shared {
             room: Arc::new(Semaphore::new(capacity)),
@@ -125,8 +143,7 @@ impl TrailWriter {
             concurrency,
             window: None,
         };
-        let handle = tokio::spawn(task.run());
-        (TrailWriter { tx, shared }, handle)
+        (TrailWriter { tx, shared }, task.run())
     }
 
     /// Queues the points. Fails at once with [`QueueFull`] when the bounded
@@ -165,7 +182,7 @@ impl TrailWriter {
     }
 
     fn refuse(&self, n: usize) -> QueueFull {
-        metrics::counter!("fleethub_trail_refused_positions_total").increment(n as u64);
+        m::trail_refused(n as u64);
         QueueFull
     }
 
@@ -371,14 +388,12 @@ impl Committer {
         if self.shared.db_failing.swap(false, Ordering::Relaxed) {
             tracing::info!("trail store reachable again; draining the queue");
         }
-        metrics::histogram!("fleethub_trail_commit_seconds").record(took.as_secs_f64());
-        metrics::counter!("fleethub_trail_committed_positions_total")
-            .increment(batch.points.len() as u64);
+        m::trail_committed(batch.points.len() as u64, took.as_secs_f64());
         self.resolve(batch, || Ok(()));
     }
 
     fn failed(&self, batch: &Batch, e: &StoreError, backoff: Duration) {
-        metrics::counter!("fleethub_trail_commit_failures_total").increment(1);
+        m::trail_commit_failed();
         if !self.shared.db_failing.swap(true, Ordering::Relaxed) {
             tracing::error!(error = %e, positions = batch.points.len(), "trail commit failed; keeping the batch and retrying");
         } else {

@@ -1,21 +1,41 @@
 //! Where trails are kept. One trait, one file per backend: PostgreSQL when
-//! `DATABASE_URL` is set, an embedded SQLite file otherwise.
+//! `DATABASE_URL` is set, an embedded SQLite file otherwise. What both share
+//! is written once: the reads ([`reads`]) and the row decoding ([`rows`]).
+
+/// How a batch's row for a driver merges into the stored one, the same on
+/// both backends (a macro, so each backend's statement stays a `const`):
+/// `last_seq` only grows and the last position only moves to a newer fix, so
+/// the order in which commits land does not matter.
+macro_rules! merge_driver_row {
+    () => {
+        r#"
+ON CONFLICT (driver_id) DO UPDATE SET
+    last_seq   = CASE WHEN excluded.last_seq > d.last_seq THEN excluded.last_seq ELSE d.last_seq END,
+    fleet_id   = CASE WHEN excluded.last_ts >= d.last_ts THEN excluded.fleet_id ELSE d.fleet_id END,
+    last_lat   = CASE WHEN excluded.last_ts >= d.last_ts THEN excluded.last_lat ELSE d.last_lat END,
+    last_lon   = CASE WHEN excluded.last_ts >= d.last_ts THEN excluded.last_lon ELSE d.last_lon END,
+    last_ts    = CASE WHEN excluded.last_ts > d.last_ts THEN excluded.last_ts ELSE d.last_ts END,
+    updated_at = excluded.updated_at
+"#
+    };
+}
 
 mod postgres;
+mod reads;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::domain::{DriverId, FleetId, Seq, Timestamp, TrailPoint};
 
 pub use postgres::PgTrailStore;
+pub use reads::TrailReads;
 pub use sqlite::SqliteTrailStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,17 +86,28 @@ pub trait TrailStore: Send + Sync + 'static {
     /// last stored seq and last seen position.
     async fn append(&self, points: &[TrailPoint]) -> Result<(), StoreError>;
 
+    /// The backend's read side (the same SQL on every backend).
+    fn reads(&self) -> &dyn TrailReads;
+
     /// Highest seq stored for the driver, 0 when none.
-    async fn last_seq(&self, driver: &DriverId) -> Result<Seq, StoreError>;
+    async fn last_seq(&self, driver: &DriverId) -> Result<Seq, StoreError> {
+        self.reads().last_seq(driver).await
+    }
 
     /// A driver's points in the query's range, oldest first, at most `limit`.
-    async fn trail(&self, query: &TrailQuery) -> Result<Vec<TrailPoint>, StoreError>;
+    async fn trail(&self, query: &TrailQuery) -> Result<Vec<TrailPoint>, StoreError> {
+        self.reads().trail(query).await
+    }
 
     /// The driver's record, `None` when nothing was ever stored for it.
-    async fn driver(&self, driver: &DriverId) -> Result<Option<DriverRecord>, StoreError>;
+    async fn driver(&self, driver: &DriverId) -> Result<Option<DriverRecord>, StoreError> {
+        self.reads().driver(driver).await
+    }
 
     /// Cheap round trip, for `/readyz`.
-    async fn ping(&self) -> Result<(), StoreError>;
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.reads().ping().await
+    }
 
     /// Drops data older than `retention_days`; returns how many partitions or rows went.
     /// Backends with partitions also create the partitions ahead here.
@@ -118,29 +149,6 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<Arc<dyn TrailStore>>
 /// Applies the migrations of the configured backend (`fleethub migrate`).
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     connect(settings).await.map(drop)
-}
-
-/// How often retention (and, on PostgreSQL, partition upkeep) runs.
-pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
-
-/// Applies retention once at start and then hourly until `shutdown`. A failed
-/// run is logged and tried again at the next tick: nothing depends on it
-/// soon, and fixes with no partition yet land in the default one.
-pub async fn run_retention(store: Arc<dyn TrailStore>, days: u32, shutdown: CancellationToken) {
-    crate::periodic::run_every(RETENTION_INTERVAL, shutdown, || async {
-        match store.apply_retention(days).await {
-            Ok(gone) => tracing::info!(
-                backend = store.backend(),
-                gone,
-                days,
-                "trail retention applied"
-            ),
-            Err(e) => {
-                tracing::warn!(backend = store.backend(), error = %e, "trail retention failed; retrying next hour")
-            }
-        }
-    })
-    .await;
 }
 
 /// Milliseconds in a day, the partition width.

@@ -1,80 +1,15 @@
-//! The wire contract: every JSON frame the hub reads or writes, with the error
-//! and close codes. `docs/PROTOCOL.md` describes the same thing for people;
-//! keep the two in step.
+//! Every JSON frame the hub reads from or writes to a WebSocket.
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::ErrorCode;
 use crate::domain::{Position, PositionError, Seq, TimeWindow, Timestamp};
 
-/// Stable error codes carried by `error` frames and HTTP error bodies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    BadJson,
-    UnknownType,
-    InvalidPosition,
-    BatchTooLarge,
-    FrameTooLarge,
-    RateLimited,
-    Forbidden,
-    StorageUnavailable,
-    InvalidBbox,
-    InvalidId,
-    TooManySubscriptions,
-}
-
-impl ErrorCode {
-    pub const ALL: [ErrorCode; 11] = [
-        ErrorCode::BadJson,
-        ErrorCode::UnknownType,
-        ErrorCode::InvalidPosition,
-        ErrorCode::BatchTooLarge,
-        ErrorCode::FrameTooLarge,
-        ErrorCode::RateLimited,
-        ErrorCode::Forbidden,
-        ErrorCode::StorageUnavailable,
-        ErrorCode::InvalidBbox,
-        ErrorCode::InvalidId,
-        ErrorCode::TooManySubscriptions,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadJson => "bad_json",
-            ErrorCode::UnknownType => "unknown_type",
-            ErrorCode::InvalidPosition => "invalid_position",
-            ErrorCode::BatchTooLarge => "batch_too_large",
-            ErrorCode::FrameTooLarge => "frame_too_large",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::StorageUnavailable => "storage_unavailable",
-            ErrorCode::InvalidBbox => "invalid_bbox",
-            ErrorCode::InvalidId => "invalid_id",
-            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
-        }
-    }
-}
-
-/// WebSocket close codes the hub sends.
-pub mod close {
-    /// The peer closed first; the hub answers in kind.
-    pub const NORMAL: u16 = 1000;
-    /// The hub is shutting down (standard "going away").
-    pub const GOING_AWAY: u16 = 1001;
-    /// Sustained abuse, or a token that expired on an open socket (standard "policy violation").
-    pub const POLICY: u16 = 1008;
-    /// A frame above the hard limit (standard "message too big").
-    pub const TOO_BIG: u16 = 1009;
-    /// A dashboard that stopped reading (standard "try again later").
-    pub const TRY_AGAIN_LATER: u16 = 1013;
-    /// The same driver connected again; this older socket is closed.
-    pub const REPLACED: u16 = 4001;
-    /// The peer answered no ping in time.
-    pub const TIMEOUT: u16 = 4002;
-}
+/// Longest subscription id a dashboard may use, in bytes.
+pub const MAX_SUBSCRIPTION_ID: usize = 64;
 
 /// Highest seq accepted: 2^53, the largest integer every JSON client (JavaScript
 /// included) reads exactly, and far inside what the databases store.
@@ -191,25 +126,6 @@ pub enum DriverOut<'a> {
     },
 }
 
-/// Live view of one driver as dashboards receive it (`P` in the protocol doc).
-#[derive(Debug, Serialize)]
-pub struct DriverView<'a> {
-    pub driver: &'a str,
-    pub fleet: &'a str,
-    pub lat: f64,
-    pub lon: f64,
-    pub ts: Timestamp,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub speed: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub heading: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<&'a str>,
-    /// Hub clock when the driver was last heard from (REST listing only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_seen: Option<Timestamp>,
-}
-
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum DashboardOut<'a> {
@@ -290,8 +206,5 @@ mod tests {
             json,
             r#"{"type":"error","code":"storage_unavailable","message":"m","seq":3}"#
         );
-        for code in ErrorCode::ALL {
-            assert_eq!(to_json(&code), format!("\"{}\"", code.as_str()));
-        }
     }
 }

@@ -9,11 +9,12 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::geometry::{Summary, simplify, summarize};
-use crate::api_error::ApiError;
-use crate::auth::{FleetScope, Role};
+use super::store::{StoreError, TrailQuery};
+use crate::app_state::AppState;
+use crate::auth::Role;
 use crate::domain::{DriverId, Seq, Timestamp, TrailPoint};
-use crate::startup::AppState;
-use crate::trail_store::TrailQuery;
+use crate::http_api::ApiError;
+use crate::protocol::ErrorCode;
 
 /// Points returned when `limit` is not given...
 pub const DEFAULT_LIMIT: usize = 10_000;
@@ -25,7 +26,7 @@ const DEFAULT_SPAN: Duration = Duration::from_secs(24 * 3600);
 const MAX_SIMPLIFY_M: f64 = 100_000.0;
 
 #[derive(Deserialize)]
-pub(super) struct Params {
+pub struct Params {
     from: Option<String>,
     to: Option<String>,
     limit: Option<usize>,
@@ -40,7 +41,7 @@ enum Format {
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::bad_request("invalid_query", message)
+    ApiError::new(ErrorCode::InvalidQuery, message)
 }
 
 /// An instant as integer milliseconds or RFC 3339. In a query string an
@@ -116,7 +117,7 @@ impl Params {
     }
 }
 
-pub(super) async fn trail(
+pub async fn trail(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -126,27 +127,24 @@ pub(super) async fn trail(
         .auth
         .authorize(&req, &[Role::Dispatcher, Role::Admin])?;
     let driver =
-        DriverId::parse(&path).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
+        DriverId::parse(&path).map_err(|e| ApiError::new(ErrorCode::InvalidId, e.to_string()))?;
     let max_future = Duration::from_secs(state.settings.driver.max_future_secs);
     let default_to =
         Timestamp::from_millis(Timestamp::now().as_millis() + max_future.as_millis() as i64);
     let request = params.check(default_to)?;
-    let unavailable = |e: crate::trail_store::StoreError| ApiError::unavailable(e.to_string());
+    let unavailable = |e: StoreError| ApiError::unavailable(e.to_string());
 
     // A driver known live but with nothing committed yet has an empty trail;
     // another fleet's driver is answered exactly like an unknown one.
     let stored = state.store.driver(&driver).await.map_err(unavailable)?;
     let fleet = stored
         .map(|r| r.fleet)
-        .or_else(|| state.hub.fleet_of(&driver))
+        .or_else(|| state.drivers.fleet_of(&driver))
         .filter(|fleet| identity.scope.allows(fleet))
         .ok_or_else(|| ApiError::not_found(format!("no trail for driver {driver}")))?;
     let query = TrailQuery {
         driver,
-        fleet: match identity.scope {
-            FleetScope::One(fleet) => Some(fleet),
-            FleetScope::All => None,
-        },
+        fleet: identity.scope.fleet().cloned(),
         from: request.from,
         to: request.to,
         limit: request.limit,

@@ -1,14 +1,40 @@
-//! Rate limits (token buckets from governor): a driver's position budget,
-//! shared by the WebSocket and HTTP paths, and the abuse budgets of bad frames.
+//! Rate limits (token buckets from governor): each driver's position budget,
+//! one bucket per driver whatever path its positions take, and the abuse
+//! budgets of connections that send bad frames.
 
 use std::hash::Hash;
 use std::num::NonZeroU32;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use governor::clock::DefaultClock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::DriverSettings;
+use crate::domain::DriverId;
+
+/// Every driver's position bucket, shared by all ingest paths: reconnecting
+/// or switching to HTTP must not be a way around the limit.
+pub type DriverLimiter = DefaultKeyedRateLimiter<DriverId>;
+
+/// How often buckets that have refilled are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+pub fn driver_limiter(settings: &DriverSettings) -> DriverLimiter {
+    RateLimiter::keyed(position_quota(settings))
+}
+
+/// Forgets the buckets that are full again (indistinguishable from new
+/// ones), so the map holds the drivers sending lately, not every driver ever.
+pub async fn run_pruning(limiter: Arc<DriverLimiter>, shutdown: CancellationToken) {
+    crate::periodic::run_every(PRUNE_EVERY, shutdown, || {
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
+        std::future::ready(())
+    })
+    .await;
+}
 
 /// A driver's position budget (`driver.rate_per_sec`, burst `driver.rate_burst`).
 pub fn position_quota(settings: &DriverSettings) -> Quota {

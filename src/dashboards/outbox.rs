@@ -1,51 +1,25 @@
-//! A dashboard's outbound queue. Positions are coalesced per driver (newest
-//! fix time wins), so however slow the dashboard, the queue holds at most one
-//! entry per driver it watches: memory is bounded by the fleet, not by time.
+//! A dashboard's outbound queue, drained by its writer. Positions and status
+//! changes are coalesced per driver (the newest fix time wins), so however
+//! slow the dashboard, they hold at most one entry per driver it watches:
+//! memory grows with the fleet, not with time. Control frames (hello,
+//! snapshots, errors, pongs) are queued in order, at most
+//! `dashboard.max_control_frames` of them; a dashboard that lets more pile up
+//! is closed. `queued_bytes` counts what waits here and what the writer has
+//! taken but the socket has not yet accepted.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
-use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
-use crate::domain::{DriverId, FleetId, Timestamp};
+use crate::domain::DriverId;
+use crate::live::{LiveUpdate, Status};
+use crate::protocol::Close;
 
-/// Control frames (snapshots, errors, pongs) waiting to be written. A dashboard
-/// that piles up more than this without reading is closed.
-pub const MAX_CONTROL_FRAMES: usize = 64;
 /// Upper bound on coalesced drivers per dashboard, beyond any real fleet on one node.
 pub const MAX_PENDING_DRIVERS: usize = 200_000;
-
-/// One position ready for dashboards, serialised once and shared by all of them.
-#[derive(Debug)]
-pub struct LiveUpdate {
-    pub driver: DriverId,
-    pub fleet: FleetId,
-    pub ts: Timestamp,
-    pub lat: f64,
-    pub lon: f64,
-    /// The `P` object of the protocol.
-    pub json: Box<RawValue>,
-    /// When the hub received the position, for the fan-out latency histogram.
-    pub received: std::time::Instant,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Online,
-    Offline,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Online => "online",
-            Status::Offline => "offline",
-        }
-    }
-}
 
 /// A control frame for the writer: text to send, or the close to end with.
 #[derive(Debug)]
@@ -71,7 +45,7 @@ struct State {
     positions: HashMap<DriverId, Arc<LiveUpdate>>,
     statuses: HashMap<DriverId, Status>,
     control: VecDeque<Control>,
-    close: Option<(u16, &'static str)>,
+    close: Option<Close>,
     bytes: usize,
     /// Bytes taken by the writer and not yet accepted by the socket.
     in_flight: usize,
@@ -84,7 +58,7 @@ pub struct Batch {
     pub statuses: Vec<(DriverId, Status)>,
     /// Newest first.
     pub positions: Vec<Arc<LiveUpdate>>,
-    pub close: Option<(u16, &'static str)>,
+    pub close: Option<Close>,
     /// Bytes these entries held in the queue.
     pub bytes: usize,
 }
@@ -94,16 +68,20 @@ pub struct Outbox {
     notify: Notify,
     /// Hub-wide count of bytes waiting in all outboxes.
     total_bytes: Arc<AtomicUsize>,
+    max_control_frames: usize,
 }
 
 const STATUS_BYTES: usize = 64;
 
 impl Outbox {
-    pub fn new(total_bytes: Arc<AtomicUsize>) -> Self {
+    /// Counts its bytes into `total_bytes` too; holds at most
+    /// `max_control_frames` control frames.
+    pub fn new(total_bytes: Arc<AtomicUsize>, max_control_frames: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
             total_bytes,
+            max_control_frames,
         }
     }
 
@@ -154,10 +132,14 @@ impl Outbox {
         self.notify.notify_one();
     }
 
-    /// Queues a control frame; `false` when the dashboard already has too many pending.
+    /// Queues a control frame; `false` when the dashboard already has too
+    /// many pending, which also closes it ([`Close::UNREAD`]).
     pub fn push_control(&self, control: Control) -> bool {
         let mut state = self.state.lock();
-        if state.control.len() >= MAX_CONTROL_FRAMES {
+        if state.control.len() >= self.max_control_frames {
+            state.close.get_or_insert(Close::UNREAD);
+            drop(state);
+            self.notify.notify_one();
             return false;
         }
         let size = control_size(&control);
@@ -169,10 +151,10 @@ impl Outbox {
     }
 
     /// Asks the writer to close the socket; later pushes are refused.
-    pub fn close(&self, code: u16, reason: &'static str) {
+    pub fn close(&self, close: Close) {
         let mut state = self.state.lock();
         if state.close.is_none() {
-            state.close = Some((code, reason));
+            state.close = Some(close);
         }
         drop(state);
         self.notify.notify_one();
@@ -260,6 +242,9 @@ fn take_newest(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{FleetId, Timestamp};
+
+    const MAX_CONTROL_FRAMES: usize = 64;
 
     fn update(driver: &str, ts: i64) -> Arc<LiveUpdate> {
         let json =
@@ -278,7 +263,7 @@ mod tests {
 
     fn outbox() -> (Outbox, Arc<AtomicUsize>) {
         let total = Arc::new(AtomicUsize::new(0));
-        (Outbox::new(Arc::clone(&total)), total)
+        (Outbox::new(Arc::clone(&total), MAX_CONTROL_FRAMES), total)
     }
 
     #[test]
@@ -326,13 +311,18 @@ mod tests {
             assert!(o.push_control(Control::Ping));
         }
         assert!(!o.push_control(Control::Ping));
+        assert_eq!(
+            o.take(0).close,
+            Some(Close::UNREAD),
+            "and the dashboard is closed"
+        );
     }
 
     #[test]
     fn a_closing_outbox_refuses_more_and_releases_its_bytes_on_drop() {
         let (o, total) = outbox();
         o.push_position(&update("d1", 1));
-        o.close(1001, "going away");
+        o.close(Close::SHUTTING_DOWN);
         assert_eq!(o.push_position(&update("d2", 1)), Pushed::Refused);
         drop(o);
         assert_eq!(total.load(Ordering::Relaxed), 0);

@@ -8,24 +8,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, Session};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use governor::DefaultDirectRateLimiter;
 use tokio::sync::oneshot;
 use tokio::time::sleep_until;
 
-use crate::ack_tracker::AckTracker;
-use crate::api_error::ApiError;
-use crate::auth::{AuthError, DriverIdentity, Role};
-use crate::domain::{Seq, Timestamp, TrailPoint};
-use crate::hub::{ConnId, DriverHandle, LiveDriver, PublishOutcome, Stop};
+use super::ack_tracker::AckTracker;
+use super::pipeline::{CommitDone, Refusal, Source, driver_of};
+use super::rate_limit::{limiter, quota};
+use crate::app_state::AppState;
+use crate::auth::{DriverIdentity, Role};
+use crate::domain::{Seq, Timestamp};
+use crate::http_api::ApiError;
+use crate::live::{ConnId, DriverHandle, LiveDriver, Status, next_id};
 use crate::metrics as m;
-use crate::outbox::Status;
-use crate::protocol::{DriverFrame, DriverOut, ErrorCode, WireFix, close, to_json};
-use crate::rate_limit::{self, limiter, position_quota, quota};
-use crate::startup::AppState;
-use crate::trail_store::StoreError;
+use crate::protocol::{Close, DriverFrame, DriverOut, ErrorCode, WireFix, to_json};
+use crate::ws;
 
 /// A driver that accepts no outbound frame for this long is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,34 +38,18 @@ pub async fn connect(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let identity = state
-        .auth
-        .authorize(&req, &[Role::Driver])
-        .map_err(ApiError::from)?;
-    let me = identity
-        .as_driver()
-        .ok_or_else(|| ApiError::from(AuthError::Invalid))?;
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
     let hard_limit = state.settings.ws.hard_frame_limit_bytes;
-    let stream = stream
-        .max_frame_size(hard_limit)
-        .aggregate_continuations()
-        .max_continuation_size(hard_limit);
-    actix_web::rt::spawn(run(state, me, session, stream));
-    Ok(response)
+    let ws = ws::upgrade(&req, body, &state.auth, &[Role::Driver], hard_limit)?;
+    let me = driver_of(&ws.identity).map_err(ApiError::from)?;
+    actix_web::rt::spawn(run(state, me, ws.session, ws.stream));
+    Ok(ws.response)
 }
 
 type PendingCommit = Pin<Box<dyn Future<Output = CommitDone> + Send>>;
 
-struct CommitDone {
-    seqs: Vec<Seq>,
-    received: Instant,
-    result: Result<(), StoreError>,
-}
-
 /// Why the loop ended: a close to send, or a peer already gone.
 enum Exit {
-    Close(u16, &'static str),
+    Close(Close),
     Gone,
 }
 
@@ -75,7 +59,6 @@ struct DriverActor {
     live: Arc<LiveDriver>,
     conn: ConnId,
     session: Session,
-    limiter: DefaultDirectRateLimiter,
     abuse: DefaultDirectRateLimiter,
     acks: AckTracker,
     pending: FuturesUnordered<PendingCommit>,
@@ -92,15 +75,14 @@ async fn run(
     stream: AggregatedMessageStream,
 ) {
     let (stop, stopped) = oneshot::channel();
-    let conn = state.hub.next_id();
+    let conn = next_id();
     state
-        .hub
-        .register_driver(&me.driver, DriverHandle { conn, stop });
+        .registry
+        .register(&me.driver, DriverHandle { conn, stop });
     // Registered first: a connected driver's live entry is never forgotten.
-    let live = state.hub.live_driver(&me.driver, &me.fleet);
+    let live = state.pipeline.source_entry(&me);
     let settings = &state.settings.driver;
     let mut actor = DriverActor {
-        limiter: limiter(position_quota(settings)),
         abuse: limiter(quota(settings.abuse_per_sec, settings.abuse_burst)),
         state: state.clone(),
         me,
@@ -115,10 +97,10 @@ async fn run(
     };
     m::connection_opened("driver");
     tracing::debug!(driver = %actor.me.driver, conn, "driver connected");
-    // Checked after registering: the hub stops the registered actors after
+    // Checked after registering: shutdown stops the registered actors after
     // cancelling the token, so none slips through.
     let exit = if state.shutdown.is_cancelled() {
-        Exit::Close(close::GOING_AWAY, "server shutting down")
+        Exit::Close(Close::SHUTTING_DOWN)
     } else {
         actor.serve(stream, stopped).await
     };
@@ -129,10 +111,9 @@ impl DriverActor {
     async fn serve(
         &mut self,
         mut stream: AggregatedMessageStream,
-        mut stopped: oneshot::Receiver<Stop>,
+        mut stopped: oneshot::Receiver<Close>,
     ) -> Exit {
-        let hub = &self.state.hub;
-        hub.set_status(&self.me.driver, &self.me.fleet, Status::Online);
+        self.state.drivers.set_status(&self.live, Status::Online);
         let last_seq = self.last_stored_seq().await;
         let welcome = DriverOut::Welcome {
             driver: self.me.driver.as_str(),
@@ -151,18 +132,17 @@ impl DriverActor {
             tokio::select! {
                 biased;
                 stop = &mut stopped => {
-                    return match stop {
-                        Ok(Stop::Replaced) => Exit::Close(close::REPLACED, "replaced"),
-                        Ok(Stop::ShuttingDown) | Err(_) => {
-                            Exit::Close(close::GOING_AWAY, "server shutting down")
-                        }
-                    };
+                    return Exit::Close(stop.unwrap_or(Close::SHUTTING_DOWN));
                 }
                 Some(done) = self.pending.next() => {
                     if let Err(exit) = self.on_commit(done).await { return exit; }
                 }
                 message = stream.recv() => {
-                    let Some(Ok(message)) = message else { return Exit::Gone };
+                    let message = match message {
+                        Some(Ok(message)) => message,
+                        Some(Err(e)) => return ws::close_for(&e).map_or(Exit::Gone, Exit::Close),
+                        None => return Exit::Gone,
+                    };
                     self.last_heard = Instant::now();
                     let was_online = self.online;
                     if let Err(exit) = self.on_message(message).await { return exit; }
@@ -184,13 +164,13 @@ impl DriverActor {
     async fn on_timer(&mut self, due: &mut Deadlines) -> Result<(), Exit> {
         let now = Instant::now();
         if now >= due.expiry {
-            return Err(Exit::Close(close::POLICY, "token expired"));
+            return Err(Exit::Close(Close::TOKEN_EXPIRED));
         }
         if now >= due.next_heartbeat {
             due.next_heartbeat = now + due.heartbeat_every;
             let quiet_for = now.saturating_duration_since(self.last_heard);
             if quiet_for > due.client_timeout {
-                return Err(Exit::Close(close::TIMEOUT, "no pong"));
+                return Err(Exit::Close(Close::NO_PONG));
             }
             // A driver that streams positions proves it is alive; only a
             // quiet one is pinged (a ping and its pong cost as much as a fix).
@@ -200,14 +180,13 @@ impl DriverActor {
         }
         if self.online && now >= self.last_fix + due.offline_after {
             self.online = false;
-            let hub = &self.state.hub;
-            hub.set_status(&self.me.driver, &self.me.fleet, Status::Offline);
+            self.state.drivers.set_status(&self.live, Status::Offline);
         }
         Ok(())
     }
 
     async fn last_stored_seq(&self) -> Seq {
-        let remembered = self.state.hub.committed_seq(&self.me.driver);
+        let remembered = self.state.drivers.committed_seq(&self.me.driver);
         match tokio::time::timeout(LAST_SEQ_TIMEOUT, self.state.store.last_seq(&self.me.driver))
             .await
         {
@@ -230,32 +209,30 @@ impl DriverActor {
                 self.send_ack().await
             }
             AggregatedMessage::Binary(_) => {
-                self.reject(ErrorCode::BadJson, "frames must be JSON text", None)
+                self.reject_frame(ErrorCode::BadJson, "frames must be JSON text")
                     .await
             }
             AggregatedMessage::Ping(bytes) => {
                 self.session.pong(&bytes).await.map_err(|_| Exit::Gone)
             }
             AggregatedMessage::Pong(_) => Ok(()),
-            AggregatedMessage::Close(_) => Err(Exit::Close(close::NORMAL, "bye")),
+            AggregatedMessage::Close(_) => Err(Exit::Close(Close::BYE)),
         }
     }
 
     /// Handles one text frame. Returns whether it carried an accepted position.
     async fn on_text(&mut self, text: &str) -> Result<bool, Exit> {
-        if text.len() > self.state.settings.ws.max_frame_bytes {
-            let message = format!(
-                "frames are limited to {} bytes",
-                self.state.settings.ws.max_frame_bytes
-            );
-            self.reject(ErrorCode::FrameTooLarge, &message, None)
+        let max = self.state.settings.ws.max_frame_bytes;
+        if text.len() > max {
+            let message = format!("frames are limited to {max} bytes");
+            self.reject_frame(ErrorCode::FrameTooLarge, &message)
                 .await?;
             return Ok(false);
         }
         let frame: DriverFrame = match serde_json::from_str(text) {
             Ok(frame) => frame,
             Err(e) => {
-                self.reject(ErrorCode::BadJson, &e.to_string(), None)
+                self.reject_frame(ErrorCode::BadJson, &e.to_string())
                     .await?;
                 return Ok(false);
             }
@@ -266,147 +243,79 @@ impl DriverActor {
             .is_some_and(|d| d != self.me.driver.as_str())
         {
             let message = "a driver may only publish as itself";
-            self.reject(ErrorCode::Forbidden, message, frame.seq)
-                .await?;
+            let refusal = Refusal {
+                code: ErrorCode::Forbidden,
+                message: message.into(),
+                seq: frame.seq,
+            };
+            self.reject(refusal).await?;
             return Ok(false);
         }
         match frame.kind.as_deref() {
-            Some("pos") => self.accept(vec![frame.fix()]).await,
-            Some("batch") => self.on_batch(frame.items.unwrap_or_default()).await,
+            Some("pos") => self.ingest(&[frame.fix()]).await,
+            Some("batch") => self.ingest(&frame.items.unwrap_or_default()).await,
             Some(other) => {
                 let message = format!("unknown message type `{other}` (pos or batch)");
-                self.reject(ErrorCode::UnknownType, &message, None).await?;
+                self.reject_frame(ErrorCode::UnknownType, &message).await?;
                 Ok(false)
             }
             None => {
-                self.reject(ErrorCode::UnknownType, "a `type` field is required", None)
+                self.reject_frame(ErrorCode::UnknownType, "a `type` field is required")
                     .await?;
                 Ok(false)
             }
         }
     }
 
-    async fn on_batch(&mut self, items: Vec<WireFix>) -> Result<bool, Exit> {
-        let max = self.state.settings.driver.max_batch_items;
-        if items.len() > max {
-            let top = highest_seq(&items);
-            self.settle(&items);
-            let message = format!("a batch holds at most {max} items, got {}", items.len());
-            m::rejected(ErrorCode::BatchTooLarge.as_str(), items.len() as u64);
-            self.reject(ErrorCode::BatchTooLarge, &message, top).await?;
-            return Ok(false);
-        }
-        self.accept(items).await
-    }
-
-    /// Validates, shows live, and queues for the trail. Refusals are answered
-    /// with error frames; the connection carries on.
-    async fn accept(&mut self, fixes: Vec<WireFix>) -> Result<bool, Exit> {
-        let received = Instant::now();
-        let count = fixes.len() as u64;
-        m::received(count);
-        if !rate_limit::take(&self.limiter, fixes.len()) {
-            self.settle(&fixes);
-            m::rejected(ErrorCode::RateLimited.as_str(), count);
-            let message = "too many positions: slow down and resend";
-            return self
-                .reject(ErrorCode::RateLimited, message, highest_seq(&fixes))
-                .await
-                .map(|()| false);
-        }
-        let window = self.state.settings.time_window();
-        let now = Timestamp::now();
-        let mut points = Vec::with_capacity(fixes.len());
-        for fix in &fixes {
-            match fix.validate(&window, now) {
-                Ok((seq, position)) => {
-                    let hub = &self.state.hub;
-                    if let PublishOutcome::Late =
-                        hub.publish_to(&self.live, &self.me.fleet, &position)
-                    {
-                        m::late();
-                    }
-                    points.push(TrailPoint {
-                        driver: self.me.driver.clone(),
-                        fleet: self.me.fleet.clone(),
-                        seq,
-                        position,
-                    });
-                }
-                Err(e) => {
-                    if let Some(seq) = e.seq {
-                        self.acks.settled(seq);
-                    }
-                    m::rejected(ErrorCode::InvalidPosition.as_str(), 1);
-                    self.reject(ErrorCode::InvalidPosition, &e.message, e.seq)
-                        .await?;
-                }
-            }
-        }
-        let accepted = !points.is_empty();
-        if accepted {
-            self.store(points, received).await?;
-        }
-        Ok(accepted)
-    }
-
-    async fn store(&mut self, points: Vec<TrailPoint>, received: Instant) -> Result<(), Exit> {
-        let seqs: Vec<Seq> = points.iter().map(|p| p.seq).collect();
-        match self.state.writer.try_submit(points) {
-            Ok(committed) => {
-                self.acks.begin(&seqs);
-                self.pending.push(Box::pin(async move {
-                    let result = committed
-                        .await
-                        .unwrap_or_else(|_| Err(StoreError::Unavailable("writer stopped".into())));
-                    CommitDone {
-                        seqs,
-                        received,
-                        result,
-                    }
-                }));
-                Ok(())
-            }
-            Err(_full) => {
-                for &seq in &seqs {
+    /// Runs the fixes through the ingest pipeline and answers its refusals;
+    /// the accepted ones are acked when their commit resolves. Returns
+    /// whether any fix was accepted (shown live).
+    async fn ingest(&mut self, fixes: &[WireFix]) -> Result<bool, Exit> {
+        let source = Source {
+            me: &self.me,
+            live: &self.live,
+        };
+        let accepted = match self.state.pipeline.ingest(&source, fixes) {
+            Ok(accepted) => accepted,
+            Err(refused) => {
+                for seq in refused.seqs {
                     self.acks.settled(seq);
                 }
-                m::rejected(ErrorCode::StorageUnavailable.as_str(), seqs.len() as u64);
-                let top = seqs.iter().copied().max();
-                let message = "storage is busy or down: not stored, resend later";
-                self.reject(ErrorCode::StorageUnavailable, message, top)
-                    .await
+                self.reject(refused.refusal).await?;
+                return Ok(false);
             }
+        };
+        for seq in accepted.filtered {
+            self.acks.settled(seq);
         }
+        for refusal in accepted.refused {
+            if let Some(seq) = refusal.seq {
+                self.acks.settled(seq);
+            }
+            self.reject(refusal).await?;
+        }
+        if let Some(unstored) = accepted.unstored {
+            for seq in unstored.seqs {
+                self.acks.settled(seq);
+            }
+            self.reject(unstored.refusal).await?;
+            // Shown live all the same: the driver is streaming.
+            return Ok(true);
+        }
+        let Some(commit) = accepted.commit else {
+            return Ok(false);
+        };
+        self.acks.begin(commit.seqs());
+        self.pending.push(Box::pin(commit.wait()));
+        Ok(true)
     }
 
     async fn on_commit(&mut self, done: CommitDone) -> Result<(), Exit> {
         self.acks.finish(&done.seqs);
-        match done.result {
-            Ok(()) => {
-                if let Some(top) = done.seqs.iter().copied().max() {
-                    self.live.note_committed(top);
-                }
-                m::ack_latency(done.received.elapsed().as_secs_f64());
-            }
-            Err(e) => {
-                let top = done.seqs.iter().copied().max();
-                m::rejected(
-                    ErrorCode::StorageUnavailable.as_str(),
-                    done.seqs.len() as u64,
-                );
-                let message = format!("not stored ({e}): resend later");
-                self.reject(ErrorCode::StorageUnavailable, &message, top)
-                    .await?;
-            }
+        if let Err(refusal) = done.result {
+            self.reject(refusal).await?;
         }
         self.send_ack().await
-    }
-
-    fn settle(&mut self, fixes: &[WireFix]) {
-        for seq in fixes.iter().filter_map(|f| f.seq) {
-            self.acks.settled(seq);
-        }
     }
 
     async fn send_ack(&mut self) -> Result<(), Exit> {
@@ -416,18 +325,27 @@ impl DriverActor {
         }
     }
 
+    /// Refuses a frame that carried no position (no seq to answer under).
+    async fn reject_frame(&mut self, code: ErrorCode, message: &str) -> Result<(), Exit> {
+        let refusal = Refusal {
+            code,
+            message: message.into(),
+            seq: None,
+        };
+        self.reject(refusal).await
+    }
+
     /// Sends an error frame; sustained abuse ends the connection with 1008.
-    async fn reject(
-        &mut self,
-        code: ErrorCode,
-        message: &str,
-        seq: Option<Seq>,
-    ) -> Result<(), Exit> {
-        self.send(&to_json(&DriverOut::Error { code, message, seq }))
-            .await?;
+    async fn reject(&mut self, refusal: Refusal) -> Result<(), Exit> {
+        let frame = DriverOut::Error {
+            code: refusal.code,
+            message: &refusal.message,
+            seq: refusal.seq,
+        };
+        self.send(&to_json(&frame)).await?;
         if self.abuse.check().is_err() {
             tracing::info!(driver = %self.me.driver, "closing an abusive driver connection");
-            return Err(Exit::Close(close::POLICY, "too many bad messages"));
+            return Err(Exit::Close(Close::ABUSE));
         }
         Ok(())
     }
@@ -441,18 +359,13 @@ impl DriverActor {
     }
 
     async fn finish(self, exit: Exit) {
-        let hub = &self.state.hub;
-        if hub.unregister_driver(&self.me.driver, self.conn) {
-            hub.set_status(&self.me.driver, &self.me.fleet, Status::Offline);
+        if self.state.registry.unregister(&self.me.driver, self.conn) {
+            self.state.drivers.set_status(&self.live, Status::Offline);
         }
         m::connection_closed("driver");
         tracing::debug!(driver = %self.me.driver, conn = self.conn, "driver disconnected");
-        if let Exit::Close(code, reason) = exit {
-            let reason = CloseReason {
-                code: CloseCode::from(code),
-                description: Some(reason.to_owned()),
-            };
-            let _ = tokio::time::timeout(SEND_TIMEOUT, self.session.close(Some(reason))).await;
+        if let Exit::Close(close) = exit {
+            ws::close(self.session, close, SEND_TIMEOUT).await;
         }
     }
 }
@@ -490,10 +403,6 @@ impl Deadlines {
             deadline
         }
     }
-}
-
-fn highest_seq(fixes: &[WireFix]) -> Option<Seq> {
-    fixes.iter().filter_map(|f| f.seq).max()
 }
 
 fn until_expiry(expires_at: Timestamp) -> Duration {

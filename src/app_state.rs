@@ -1,0 +1,38 @@
+//! What every handler and session shares, built once by
+//! [`startup`](crate::startup). Handlers import it from here, so no module
+//! depends on start-up.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::config::Settings;
+use crate::ingest::Pipeline;
+use crate::live::{DriverRegistry, LiveDrivers, Subscriptions};
+use crate::trails::{TrailStore, TrailWriter};
+
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    /// This node's name (`node_id`, or generated).
+    pub node_id: String,
+    pub auth: Arc<Authenticator>,
+    /// Where every position enters.
+    pub pipeline: Pipeline,
+    /// The drivers' last-known state.
+    pub drivers: Arc<LiveDrivers>,
+    /// The connected driver actors.
+    pub registry: Arc<DriverRegistry>,
+    /// The connected dashboards and the regions they watch.
+    pub subscriptions: Arc<Subscriptions>,
+    pub writer: TrailWriter,
+    pub store: Arc<dyn TrailStore>,
+    pub metrics: PrometheusHandle,
+    /// Cancelled when the hub stops.
+    pub shutdown: CancellationToken,
+    pub dev_mode: bool,
+    /// The secret tokens are checked with (generated in dev mode); for the demo fleet.
+    pub jwt_secret: SecretString,
+}

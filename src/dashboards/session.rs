@@ -1,0 +1,246 @@
+//! One connected dashboard's reader: the handshake, subscriptions,
+//! heartbeat and token expiry. Its [`writer`](super::writer) drains the
+//! dashboard's outbox into the socket, so a dashboard that stops reading
+//! stalls only its own writer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, Session};
+use governor::DefaultDirectRateLimiter;
+use tokio::time::sleep;
+
+use super::outbox::Control;
+use super::writer::{self, WriterSettings};
+use crate::app_state::AppState;
+use crate::auth::{Identity, Role};
+use crate::domain::{BBox, Timestamp};
+use crate::ingest::rate_limit::{limiter, quota};
+use crate::live::{DashboardEntry, DriverRow};
+use crate::metrics as m;
+use crate::protocol::{
+    Close, DashboardFrame, DashboardOut, ErrorCode, MAX_SUBSCRIPTION_ID, to_json,
+};
+use crate::ws;
+
+/// How long a closing reader waits for its writer to send the close frame.
+const WRITER_GRACE: Duration = Duration::from_secs(2);
+
+/// `GET /ws/dashboard`: dispatchers and admins only.
+pub async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let max_frame = state.settings.dashboard.max_frame_bytes;
+    let roles = [Role::Dispatcher, Role::Admin];
+    let ws = ws::upgrade(&req, body, &state.auth, &roles, max_frame)?;
+    actix_web::rt::spawn(run(state, ws.identity, ws.session, ws.stream));
+    Ok(ws.response)
+}
+
+async fn run(
+    state: web::Data<AppState>,
+    identity: Identity,
+    session: Session,
+    stream: AggregatedMessageStream,
+) {
+    let dash = state
+        .subscriptions
+        .add_dashboard(identity.role.as_str(), identity.scope.clone());
+    m::connection_opened("dashboard");
+    let hello = DashboardOut::Hello {
+        role: dash.role,
+        fleet: identity.scope.fleet().map(|f| f.as_str()),
+        node: &state.node_id,
+    };
+    dash.outbox.push_control(Control::Text(to_json(&hello)));
+    // Checked after registering: shutdown closes the registered dashboards
+    // after cancelling the token, so none slips through.
+    if state.shutdown.is_cancelled() {
+        dash.outbox.close(Close::SHUTTING_DOWN);
+    }
+    let writer = actix_web::rt::spawn(writer::run(
+        session,
+        Arc::clone(&dash.outbox),
+        WriterSettings::from(&state.settings),
+    ));
+    let settings = &state.settings.dashboard;
+    let mut reader = Reader {
+        abuse: limiter(quota(settings.abuse_per_sec, settings.abuse_burst)),
+        state: state.clone(),
+        dash: Arc::clone(&dash),
+        last_heard: Instant::now(),
+    };
+    reader.serve(stream, identity.expires_at, writer).await;
+    state.subscriptions.remove_dashboard(&dash);
+    m::connection_closed("dashboard");
+}
+
+struct Reader {
+    state: web::Data<AppState>,
+    dash: Arc<DashboardEntry>,
+    abuse: DefaultDirectRateLimiter,
+    last_heard: Instant,
+}
+
+impl Reader {
+    async fn serve(
+        &mut self,
+        mut stream: AggregatedMessageStream,
+        expires_at: Timestamp,
+        mut writer: tokio::task::JoinHandle<()>,
+    ) {
+        let ws = &self.state.settings.ws;
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(ws.heartbeat_secs));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let client_timeout = Duration::from_secs(ws.client_timeout_secs);
+        let expiry = sleep(until(expires_at));
+        tokio::pin!(expiry);
+        let outbox = Arc::clone(&self.dash.outbox);
+        loop {
+            tokio::select! {
+                biased;
+                // Ends when the socket is gone, or after the writer sent the
+                // close frame queued by anyone (shutdown, a stuck socket, abuse).
+                _ = &mut writer => return,
+                _ = &mut expiry => {
+                    outbox.close(Close::TOKEN_EXPIRED);
+                    break;
+                }
+                message = stream.recv() => {
+                    let message = match message {
+                        Some(Ok(message)) => message,
+                        Some(Err(e)) => {
+                            if let Some(close) = ws::close_for(&e) {
+                                outbox.close(close);
+                            }
+                            break;
+                        }
+                        None => break,
+                    };
+                    self.last_heard = Instant::now();
+                    if !self.on_message(message) { break; }
+                }
+                _ = heartbeat.tick() => {
+                    if self.last_heard.elapsed() > client_timeout {
+                        outbox.close(Close::NO_PONG);
+                        break;
+                    }
+                    outbox.push_control(Control::Ping);
+                }
+            }
+        }
+        // Every way out ends the writer too: it sends the close asked for
+        // (or, when the peer just went away, a plain one) and releases the
+        // socket; one that cannot within the grace is stopped.
+        outbox.close(Close::BYE);
+        if tokio::time::timeout(WRITER_GRACE, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+    }
+
+    /// Returns `false` when the connection should end.
+    fn on_message(&mut self, message: AggregatedMessage) -> bool {
+        match message {
+            AggregatedMessage::Text(text) => self.on_text(&text),
+            AggregatedMessage::Binary(_) => {
+                self.reject(ErrorCode::BadJson, "frames must be JSON text")
+            }
+            AggregatedMessage::Ping(bytes) => {
+                self.dash.outbox.push_control(Control::Pong(bytes.to_vec()))
+            }
+            AggregatedMessage::Pong(_) => true,
+            AggregatedMessage::Close(_) => {
+                self.dash.outbox.close(Close::BYE);
+                false
+            }
+        }
+    }
+
+    fn on_text(&mut self, text: &str) -> bool {
+        let frame: DashboardFrame = match serde_json::from_str(text) {
+            Ok(frame) => frame,
+            Err(e) => return self.reject(ErrorCode::BadJson, &e.to_string()),
+        };
+        match frame.kind.as_deref() {
+            Some("subscribe") => self.subscribe(frame),
+            Some("unsubscribe") => match valid_id(frame.id.as_deref()) {
+                Some(id) => {
+                    self.state.subscriptions.unsubscribe(&self.dash, id);
+                    true
+                }
+                None => self.reject(ErrorCode::InvalidId, "`id` must be 1 to 64 bytes"),
+            },
+            Some(other) => {
+                let message = format!("unknown message type `{other}` (subscribe or unsubscribe)");
+                self.reject(ErrorCode::UnknownType, &message)
+            }
+            None => self.reject(ErrorCode::UnknownType, "a `type` field is required"),
+        }
+    }
+
+    fn subscribe(&mut self, frame: DashboardFrame) -> bool {
+        let Some(id) = valid_id(frame.id.as_deref()) else {
+            return self.reject(ErrorCode::InvalidId, "`id` must be 1 to 64 bytes");
+        };
+        let bbox = match frame.bbox.as_deref() {
+            Some(&[w, s, e, n]) => BBox::new(w, s, e, n),
+            _ => {
+                return self.reject(
+                    ErrorCode::InvalidBbox,
+                    "`bbox` must be [west, south, east, north]",
+                );
+            }
+        };
+        let bbox = match bbox {
+            Ok(b) => b,
+            Err(e) => return self.reject(ErrorCode::InvalidBbox, &e.to_string()),
+        };
+        let max = self.state.settings.dashboard.max_subscriptions;
+        if self
+            .state
+            .subscriptions
+            .subscribe(&self.dash, id, bbox, max)
+            .is_err()
+        {
+            let message = format!("a dashboard holds at most {max} subscriptions");
+            return self.reject(ErrorCode::TooManySubscriptions, &message);
+        }
+        // Registered first, snapshot second: nothing published in between is missed.
+        let rows = self.state.drivers.in_box(&self.dash.scope, &bbox);
+        self.dash
+            .outbox
+            .push_control(Control::Text(snapshot_frame(id, rows)))
+    }
+
+    fn reject(&mut self, code: ErrorCode, message: &str) -> bool {
+        let frame = to_json(&DashboardOut::Error { code, message });
+        if !self.dash.outbox.push_control(Control::Text(frame)) || self.abuse.check().is_err() {
+            self.dash.outbox.close(Close::ABUSE);
+            return false;
+        }
+        true
+    }
+}
+
+fn valid_id(id: Option<&str>) -> Option<&str> {
+    id.filter(|id| !id.is_empty() && id.len() <= MAX_SUBSCRIPTION_ID)
+}
+
+fn snapshot_frame(id: &str, mut rows: Vec<DriverRow>) -> String {
+    rows.sort_by_key(|r| std::cmp::Reverse(r.position.ts()));
+    let views: Vec<_> = rows.iter().map(|r| r.view(false)).collect();
+    to_json(&DashboardOut::Snapshot {
+        id,
+        drivers: views.iter().map(|v| v.as_ref()).collect(),
+    })
+}
+
+fn until(t: Timestamp) -> Duration {
+    Duration::from_millis((t.as_millis() - Timestamp::now().as_millis()).max(0) as u64)
+}

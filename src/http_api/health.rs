@@ -1,0 +1,46 @@
+//! For operators and orchestrators: liveness, readiness, Prometheus metrics.
+
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+
+use crate::app_state::AppState;
+use crate::metrics as m;
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    ready: bool,
+    database: &'static str,
+    trail_queue: &'static str,
+    queued_positions: usize,
+    shutting_down: bool,
+}
+
+/// Ready when the store answers, the trail queue has room and the hub is not stopping.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let db_ok = state.store.ping().await.is_ok();
+    let queue_ok = state.writer.healthy();
+    let shutting_down = state.shutdown.is_cancelled();
+    let body = Readiness {
+        ready: db_ok && queue_ok && !shutting_down,
+        database: if db_ok { "ok" } else { "unavailable" },
+        trail_queue: if queue_ok { "ok" } else { "full_or_failing" },
+        queued_positions: state.writer.queued(),
+        shutting_down,
+    };
+    if body.ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    m::queued_bytes(state.subscriptions.queued_bytes());
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

@@ -1,0 +1,83 @@
+//! `POST /api/v1/positions`: a driver's batch over HTTP (an app that sends
+//! its offline buffer in one request), answered after the commit. The fixes
+//! take the same [`pipeline`](super::pipeline) as WebSocket ones: same
+//! validation, rate limit, codes and messages; only the framing differs.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+
+use super::pipeline::{Refusal, Source, driver_of};
+use crate::app_state::AppState;
+use crate::auth::Role;
+use crate::domain::Seq;
+use crate::http_api::ApiError;
+use crate::protocol::{ErrorCode, WireFix};
+
+#[derive(Deserialize)]
+struct Body {
+    items: Vec<WireFix>,
+}
+
+#[derive(Serialize)]
+struct Answer {
+    /// Highest seq of this request now stored (0 when none was).
+    ack: Seq,
+    rejected: Vec<Rejected>,
+}
+
+/// A fix refused alone, as the answer lists it.
+#[derive(Serialize)]
+struct Rejected {
+    seq: Option<Seq>,
+    code: ErrorCode,
+    message: String,
+}
+
+impl From<Refusal> for Rejected {
+    fn from(r: Refusal) -> Self {
+        Self {
+            seq: r.seq,
+            code: r.code,
+            message: r.message,
+        }
+    }
+}
+
+pub async fn positions(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let identity = state.auth.authorize(&req, &[Role::Driver])?;
+    let me = driver_of(&identity)?;
+    let body: Body = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::BadJson,
+            format!("expected {{\"items\":[...]}}: {e}"),
+        )
+    })?;
+    let live = state.pipeline.source_entry(&me);
+    let source = Source {
+        me: &me,
+        live: &live,
+    };
+    let accepted = state
+        .pipeline
+        .ingest(&source, &body.items)
+        .map_err(|refused| ApiError::from(refused.refusal))?;
+    if let Some(unstored) = accepted.unstored {
+        return Err(ApiError::from(unstored.refusal));
+    }
+    let mut ack = 0;
+    if let Some(commit) = accepted.commit {
+        let done = commit.wait().await;
+        done.result.map_err(ApiError::from)?;
+        ack = done.seqs.iter().copied().max().unwrap_or(0);
+    }
+    // Filtered fixes are taken: the app must not resend them.
+    ack = accepted.filtered.iter().copied().fold(ack, Seq::max);
+    Ok(HttpResponse::Ok().json(Answer {
+        ack,
+        rejected: accepted.refused.into_iter().map(Rejected::from).collect(),
+    }))
+}

@@ -1,0 +1,64 @@
+//! The registry of connected driver actors: one per driver on this node. A
+//! driver that connects again replaces its older actor, which is told to
+//! close with 4001 (the place where takeover between nodes will live).
+
+use dashmap::DashMap;
+use tokio::sync::oneshot;
+
+use super::ConnId;
+use crate::domain::DriverId;
+use crate::protocol::Close;
+
+/// How the registry reaches a connected driver actor. A oneshot, because the
+/// only message an actor takes from outside is "stop", and the actor polls it
+/// on every position: that costs one atomic load.
+pub struct DriverHandle {
+    pub conn: ConnId,
+    pub stop: oneshot::Sender<Close>,
+}
+
+#[derive(Default)]
+pub struct DriverRegistry {
+    sessions: DashMap<DriverId, DriverHandle>,
+}
+
+impl DriverRegistry {
+    /// Registers a connected driver actor. The actor it replaces, if any, is
+    /// told to close with [`Close::REPLACED`].
+    pub fn register(&self, driver: &DriverId, handle: DriverHandle) {
+        if let Some(old) = self.sessions.insert(driver.clone(), handle) {
+            let _ = old.stop.send(Close::REPLACED);
+        }
+    }
+
+    /// Removes the driver's registration if it is still this connection's.
+    /// Returns whether it was (a replaced session must not mark the driver offline).
+    pub fn unregister(&self, driver: &DriverId, conn: ConnId) -> bool {
+        self.sessions
+            .remove_if(driver, |_, h| h.conn == conn)
+            .is_some()
+    }
+
+    /// Tells every registered actor to close with `close` and forgets them.
+    /// An actor that registers after this must check for shutdown itself.
+    pub fn stop_all(&self, close: Close) {
+        let ids: Vec<DriverId> = self.sessions.iter().map(|e| e.key().clone()).collect();
+        for id in ids {
+            if let Some((_, handle)) = self.sessions.remove(&id) {
+                let _ = handle.stop.send(close);
+            }
+        }
+    }
+
+    pub fn is_connected(&self, driver: &DriverId) -> bool {
+        self.sessions.contains_key(driver)
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+}

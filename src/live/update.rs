@@ -1,0 +1,52 @@
+//! A driver's newest position as dashboards will see it, and its status.
+
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+
+use crate::domain::{DriverId, FleetId, Position, Timestamp};
+use crate::protocol::driver_view;
+
+/// One position ready for dashboards, serialised once and shared by all of them.
+#[derive(Debug)]
+pub struct LiveUpdate {
+    pub driver: DriverId,
+    pub fleet: FleetId,
+    pub ts: Timestamp,
+    pub lat: f64,
+    pub lon: f64,
+    /// The `P` object of the protocol.
+    pub json: Box<RawValue>,
+    /// When the hub received the position, for the fan-out latency histogram.
+    pub received: Instant,
+}
+
+impl LiveUpdate {
+    pub fn new(driver: &DriverId, fleet: &FleetId, position: &Position) -> Self {
+        Self {
+            driver: driver.clone(),
+            fleet: fleet.clone(),
+            ts: position.ts(),
+            lat: position.lat(),
+            lon: position.lon(),
+            json: driver_view(driver, fleet, position, None, None),
+            received: Instant::now(),
+        }
+    }
+}
+
+/// Whether a driver is streaming (`online`) or went silent or away (`offline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Online,
+    Offline,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Offline => "offline",
+        }
+    }
+}

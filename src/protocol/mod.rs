@@ -1,0 +1,15 @@
+//! The wire contract: every JSON frame the hub reads or writes ([`frames`]),
+//! the JSON a driver is shown as ([`views`]), and one table of error and
+//! close codes for WebSocket, HTTP and auth alike ([`codes`]).
+//! `docs/PROTOCOL.md` describes the same thing for people; keep the two in step.
+
+pub mod codes;
+pub mod frames;
+pub mod views;
+
+pub use codes::{Close, ErrorCode};
+pub use frames::{
+    DashboardFrame, DashboardOut, DriverFrame, DriverOut, FixError, MAX_SEQ, MAX_SUBSCRIPTION_ID,
+    WireFix, to_json,
+};
+pub use views::driver_view;
