@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::config::Settings;
+use crate::http_api::admission::Admission;
 use crate::ingest::Pipeline;
 use crate::live::{DriverRegistry, LiveDrivers, Subscriptions};
 use crate::trails::{TrailStore, TrailWriter};
@@ -27,6 +28,8 @@ pub struct AppState {
     pub registry: Arc<DriverRegistry>,
     /// The connected dashboards and the regions they watch.
     pub subscriptions: Arc<Subscriptions>,
+    /// The origin check and the connection caps every WebSocket upgrade passes.
+    pub admission: Arc<Admission>,
     pub writer: TrailWriter,
     pub store: Arc<dyn TrailStore>,
     pub metrics: PrometheusHandle,

@@ -10,6 +10,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::domain::TimeWindow;
+use crate::http_api::origin::Origin;
+use crate::protocol::limits::largest_batch_bytes;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 /// Shortest HS256 secret accepted outside dev mode.
@@ -79,6 +81,17 @@ pub struct WsSettings {
     pub heartbeat_secs: u64,
     pub client_timeout_secs: u64,
     pub send_buffer_bytes: usize,
+    /// Open WebSocket connections on this node, drivers and dashboards
+    /// together; one more is refused with 503 before the upgrade.
+    pub max_connections: usize,
+    /// Open WebSocket connections from one client address; one more gets 429.
+    pub max_connections_per_ip: usize,
+    /// Open WebSocket connections of one token (a dispatcher's browser tabs);
+    /// one more gets 429.
+    pub max_connections_per_token: usize,
+    /// Origins, besides the hub's own, whose pages may open a WebSocket
+    /// (`https://ops.example.com`). Requests without `Origin` (apps) are not concerned.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,6 +144,8 @@ impl Settings {
                 .prefix_separator("_")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("ws.allowed_origins")
                 .source(Some(env.clone().into_iter().collect())),
         );
         for (var, key) in [("DATABASE_URL", "database.url"), ("REDIS_URL", "redis.url")] {
@@ -138,7 +153,9 @@ impl Settings {
                 builder = builder.set_override(key, value.as_str())?;
             }
         }
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        // An empty variable means no extra origin.
+        settings.ws.allowed_origins.retain(|o| !o.trim().is_empty());
         settings.validate()?;
         Ok(settings)
     }
@@ -192,6 +209,15 @@ impl Settings {
             ("dashboard.abuse_burst", self.dashboard.abuse_burst.into()),
             ("ws.max_frame_bytes", self.ws.max_frame_bytes as u64),
             ("ws.heartbeat_secs", self.ws.heartbeat_secs),
+            ("ws.max_connections", self.ws.max_connections as u64),
+            (
+                "ws.max_connections_per_ip",
+                self.ws.max_connections_per_ip as u64,
+            ),
+            (
+                "ws.max_connections_per_token",
+                self.ws.max_connections_per_token as u64,
+            ),
             ("trails.queue_capacity", self.trails.queue_capacity as u64),
             ("trails.flush_max_rows", self.trails.flush_max_rows as u64),
             ("trails.retention_days", self.trails.retention_days.into()),
@@ -204,6 +230,19 @@ impl Settings {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
             }
+        }
+        let full_batch = largest_batch_bytes(self.driver.max_batch_items);
+        if self.ws.max_frame_bytes < full_batch {
+            return Err(invalid(
+                "ws.max_frame_bytes",
+                format!(
+                    "must hold a full batch of driver.max_batch_items ({}) items at full precision: at least {full_batch} bytes",
+                    self.driver.max_batch_items
+                ),
+            ));
+        }
+        for origin in &self.ws.allowed_origins {
+            Origin::parse(origin).map_err(|e| invalid("ws.allowed_origins", e.to_string()))?;
         }
         if self.ws.hard_frame_limit_bytes < self.ws.max_frame_bytes {
             return Err(invalid(
@@ -285,5 +324,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn the_frame_limit_must_hold_a_full_batch() {
+        let s = load(&[]).unwrap();
+        assert!(s.ws.max_frame_bytes >= largest_batch_bytes(s.driver.max_batch_items));
+        let err = load(&[("FLEETHUB_WS__MAX_FRAME_BYTES", "65536")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ws.max_frame_bytes"), "{err}");
+        assert!(err.contains("driver.max_batch_items"), "{err}");
+        let s = load(&[
+            ("FLEETHUB_WS__MAX_FRAME_BYTES", "65536"),
+            ("FLEETHUB_DRIVER__MAX_BATCH_ITEMS", "250"),
+        ])
+        .unwrap();
+        assert_eq!(s.ws.max_frame_bytes, 65536);
+    }
+
+    #[test]
+    fn allowed_origins_are_a_comma_separated_list_of_origins() {
+        let s = load(&[(
+            "FLEETHUB_WS__ALLOWED_ORIGINS",
+            "https://ops.example.com,http://10.0.0.5:8080",
+        )])
+        .unwrap();
+        assert_eq!(
+            s.ws.allowed_origins,
+            ["https://ops.example.com", "http://10.0.0.5:8080"]
+        );
+        let err = load(&[("FLEETHUB_WS__ALLOWED_ORIGINS", "ops.example.com/path")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ws.allowed_origins"), "{err}");
+        // Other settings with commas stay plain strings.
+        let s = load(&[("FLEETHUB_MAP__TILE_ATTRIBUTION", "a, b")]).unwrap();
+        assert_eq!(s.map.tile_attribution, "a, b");
     }
 }

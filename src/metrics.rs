@@ -23,6 +23,7 @@ pub const TRAIL_REFUSED: &str = "fleethub_trail_refused_positions_total";
 pub const TRAIL_COMMITTED: &str = "fleethub_trail_committed_positions_total";
 pub const TRAIL_COMMIT_SECONDS: &str = "fleethub_trail_commit_seconds";
 pub const TRAIL_COMMIT_FAILURES: &str = "fleethub_trail_commit_failures_total";
+pub const CONNECTIONS_REFUSED: &str = "fleethub_connections_refused_total";
 
 /// Latency buckets from 50 µs to 10 s.
 const BUCKETS: &[f64] = &[
@@ -166,4 +167,10 @@ pub fn trail_committed(positions: u64, seconds: f64) {
 
 pub fn trail_commit_failed() {
     counter!(TRAIL_COMMIT_FAILURES).increment(1);
+}
+
+/// A WebSocket handshake refused before the upgrade: `origin`, or the cap it
+/// hit (`total`, `per_ip`, `per_token`).
+pub fn connection_refused(reason: &'static str) {
+    counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(1);
 }

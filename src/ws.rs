@@ -1,38 +1,49 @@
 //! What the driver and dashboard sessions share on their sockets: the
-//! authorized upgrade with a frame limit, and one way to end a session with
-//! a close frame.
+//! admitted, authorized upgrade with a frame limit, and one way to end a
+//! session with a close frame.
 
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
 
-use crate::auth::{Authenticator, Identity, Role};
+use crate::app_state::AppState;
+use crate::auth::{Identity, Role};
 use crate::http_api::ApiError;
-use crate::protocol::Close;
+use crate::http_api::admission::ConnectionSlot;
+use crate::protocol::{Close, ErrorCode};
 
 /// A handshake accepted for an authorized caller: the session starts once
-/// `response` is returned.
+/// `response` is returned, and owns `slot` until it ends.
 pub struct Upgrade {
     pub identity: Identity,
     pub response: HttpResponse,
     pub session: Session,
     pub stream: AggregatedMessageStream,
+    pub slot: ConnectionSlot,
 }
 
-/// Checks the request's token against `roles` before anything else (401 or
-/// 403 with the JSON error body, no upgrade), then upgrades to a WebSocket
-/// whose frames, and messages assembled from fragments, are limited to
-/// `max_frame` bytes.
+/// Everything is checked before the upgrade, each refusal answered with the
+/// JSON error body: the page's origin (403) and room on this node (503) and
+/// for the client's address (429); the token against `roles` (401, 403);
+/// room for the token (429). Then the socket is upgraded, its frames and
+/// messages assembled from fragments limited to `max_frame` bytes.
 pub fn upgrade(
     req: &HttpRequest,
     body: web::Payload,
-    auth: &Authenticator,
+    state: &AppState,
     roles: &[Role],
     max_frame: usize,
 ) -> Result<Upgrade, actix_web::Error> {
-    let identity = auth.authorize(req, roles).map_err(ApiError::from)?;
-    let (response, session, stream) = actix_ws::handle(req, body)?;
+    let slot = state.admission.admit(req)?;
+    let identity = state.auth.authorize(req, roles).map_err(ApiError::from)?;
+    let slot = slot.for_token(&identity)?;
+    let (response, session, stream) = actix_ws::handle(req, body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("not a WebSocket handshake: {e}"),
+        )
+    })?;
     let stream = stream
         .max_frame_size(max_frame)
         .aggregate_continuations()
@@ -42,6 +53,7 @@ pub fn upgrade(
         response,
         session,
         stream,
+        slot,
     })
 }
 

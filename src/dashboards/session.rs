@@ -16,6 +16,7 @@ use super::writer::{self, WriterSettings};
 use crate::app_state::AppState;
 use crate::auth::{Identity, Role};
 use crate::domain::{BBox, Timestamp};
+use crate::http_api::admission::ConnectionSlot;
 use crate::ingest::rate_limit::{limiter, quota};
 use crate::live::{DashboardEntry, DriverRow};
 use crate::metrics as m;
@@ -35,8 +36,8 @@ pub async fn connect(
 ) -> Result<HttpResponse, actix_web::Error> {
     let max_frame = state.settings.dashboard.max_frame_bytes;
     let roles = [Role::Dispatcher, Role::Admin];
-    let ws = ws::upgrade(&req, body, &state.auth, &roles, max_frame)?;
-    actix_web::rt::spawn(run(state, ws.identity, ws.session, ws.stream));
+    let ws = ws::upgrade(&req, body, &state, &roles, max_frame)?;
+    actix_web::rt::spawn(run(state, ws.identity, ws.session, ws.stream, ws.slot));
     Ok(ws.response)
 }
 
@@ -45,6 +46,8 @@ async fn run(
     identity: Identity,
     session: Session,
     stream: AggregatedMessageStream,
+    // Held until the session has ended: its place under the connection caps.
+    _slot: ConnectionSlot,
 ) {
     let dash = state
         .subscriptions

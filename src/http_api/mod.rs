@@ -1,30 +1,55 @@
 //! The hub's HTTP surface: every route is listed here, with the handler of
-//! each in the module of its concept. Errors answer with [`ApiError`]'s JSON body.
+//! each in the module of its concept. Errors answer with [`ApiError`]'s JSON
+//! body, a wrong method with 405 and `Allow` (each path is one resource), an
+//! unknown path under `/api/` with 404. WebSocket upgrades pass the
+//! [`admission`] checks ([`origin`], connection caps) first.
 
+pub mod admission;
+pub mod body;
 mod error;
 mod health;
 mod live;
+pub mod origin;
 mod static_files;
 
-use actix_web::web;
+use actix_web::{FromRequest, Handler, HttpResponse, Resource, Responder, web};
 
-pub use error::ApiError;
+pub use error::{ApiError, extractor_configs, json_errors};
 
 use crate::dashboards;
 use crate::ingest::{driver_session, http_upload};
 use crate::trails::history;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ws/driver", web::get().to(driver_session::connect))
-        .route("/ws/dashboard", web::get().to(dashboards::session::connect))
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
-        .route("/api/v1/drivers", web::get().to(live::drivers))
-        .route("/api/v1/drivers/{id}/trail", web::get().to(history::trail))
-        .route("/api/v1/positions", web::post().to(http_upload::positions))
-        .route("/api/v1/me", web::get().to(live::me))
-        .route("/api/v1/ui-config", web::get().to(live::ui_config))
-        .route("/api/v1/subscriptions", web::get().to(live::subscriptions))
-        .configure(static_files::routes);
+    cfg.service(get("/ws/driver", driver_session::connect))
+        .service(get("/ws/dashboard", dashboards::session::connect))
+        .service(get("/healthz", health::healthz))
+        .service(get("/readyz", health::readyz))
+        .service(get("/metrics", health::metrics))
+        .service(get("/api/v1/drivers", live::drivers))
+        .service(get("/api/v1/drivers/{id}/trail", history::trail))
+        .service(web::resource("/api/v1/positions").route(web::post().to(http_upload::positions)))
+        .service(get("/api/v1/me", live::me))
+        .service(get("/api/v1/ui-config", live::ui_config))
+        .service(get("/api/v1/subscriptions", live::subscriptions))
+        // Before the dashboard's files, whose fallback takes every other path.
+        .service(web::resource("/api/{tail:.*}").to(no_such_endpoint))
+        .configure(static_files::routes)
+        .default_service(web::to(no_such_endpoint));
+}
+
+/// A path served by `GET` alone. One resource per path, so that another
+/// method on it is answered 405 with `Allow` rather than passed on to the
+/// next path that matches.
+fn get<F, Args>(path: &str, handler: F) -> Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    web::resource(path).route(web::get().to(handler))
+}
+
+async fn no_such_endpoint() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found("no such endpoint"))
 }

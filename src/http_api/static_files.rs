@@ -9,8 +9,8 @@ use rust_embed::Embed;
 struct Assets;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(index))
-        .route("/{path:.*}", web::get().to(asset));
+    cfg.service(web::resource("/").route(web::get().to(index)))
+        .service(web::resource("/{path:.*}").route(web::get().to(asset)));
 }
 
 async fn index() -> HttpResponse {

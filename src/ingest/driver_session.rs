@@ -22,6 +22,7 @@ use crate::app_state::AppState;
 use crate::auth::{DriverIdentity, Role};
 use crate::domain::{Seq, Timestamp};
 use crate::http_api::ApiError;
+use crate::http_api::admission::ConnectionSlot;
 use crate::live::{ConnId, DriverHandle, LiveDriver, Status, next_id};
 use crate::metrics as m;
 use crate::protocol::{Close, DriverFrame, DriverOut, ErrorCode, WireFix, to_json};
@@ -39,9 +40,9 @@ pub async fn connect(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let hard_limit = state.settings.ws.hard_frame_limit_bytes;
-    let ws = ws::upgrade(&req, body, &state.auth, &[Role::Driver], hard_limit)?;
+    let ws = ws::upgrade(&req, body, &state, &[Role::Driver], hard_limit)?;
     let me = driver_of(&ws.identity).map_err(ApiError::from)?;
-    actix_web::rt::spawn(run(state, me, ws.session, ws.stream));
+    actix_web::rt::spawn(run(state, me, ws.session, ws.stream, ws.slot));
     Ok(ws.response)
 }
 
@@ -73,6 +74,8 @@ async fn run(
     me: DriverIdentity,
     session: Session,
     stream: AggregatedMessageStream,
+    // Held until the session has ended: its place under the connection caps.
+    _slot: ConnectionSlot,
 ) {
     let (stop, stopped) = oneshot::channel();
     let conn = next_id();

@@ -2,6 +2,9 @@
 //! its offline buffer in one request), answered after the commit. The fixes
 //! take the same [`pipeline`](super::pipeline) as WebSocket ones: same
 //! validation, rate limit, codes and messages; only the framing differs.
+//! The token is checked from the headers before any of the body is read;
+//! the body, gzip or deflate allowed, is then read bounded (413 past
+//! `ws.max_frame_bytes` inflated, the same bound as a driver's frame).
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
@@ -10,7 +13,7 @@ use super::pipeline::{Refusal, Source, driver_of};
 use crate::app_state::AppState;
 use crate::auth::Role;
 use crate::domain::Seq;
-use crate::http_api::ApiError;
+use crate::http_api::{ApiError, body};
 use crate::protocol::{ErrorCode, WireFix};
 
 #[derive(Deserialize)]
@@ -46,10 +49,11 @@ impl From<Refusal> for Rejected {
 pub async fn positions(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let identity = state.auth.authorize(&req, &[Role::Driver])?;
     let me = driver_of(&identity)?;
+    let body = body::read_bounded(&req, payload, state.settings.ws.max_frame_bytes).await?;
     let body: Body = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             ErrorCode::BadJson,

@@ -50,6 +50,31 @@ error_codes! {
     TokenMissing => "token_missing", 401;
     TokenExpired => "token_expired", 401;
     TokenInvalid => "token_invalid", 401;
+    PayloadTooLarge => "payload_too_large", 413;
+    UnsupportedEncoding => "unsupported_encoding", 415;
+    MethodNotAllowed => "method_not_allowed", 405;
+    BadRequest => "bad_request", 400;
+    OriginNotAllowed => "origin_not_allowed", 403;
+    TooManyConnections => "too_many_connections", 429;
+    ServerBusy => "server_busy", 503;
+    Internal => "internal", 500;
+}
+
+impl ErrorCode {
+    /// The code given to an error response that carries none of its own (one
+    /// of actix's: a wrong method, an unreadable request), by its status.
+    pub fn for_status(status: u16) -> ErrorCode {
+        match status {
+            404 => ErrorCode::NotFound,
+            405 => ErrorCode::MethodNotAllowed,
+            413 => ErrorCode::PayloadTooLarge,
+            415 => ErrorCode::UnsupportedEncoding,
+            429 => ErrorCode::RateLimited,
+            503 => ErrorCode::ServerBusy,
+            400..=499 => ErrorCode::BadRequest,
+            _ => ErrorCode::Internal,
+        }
+    }
 }
 
 /// Why the hub ends a WebSocket session: the close code and the reason it

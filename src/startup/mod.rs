@@ -20,6 +20,7 @@ pub use crate::app_state::AppState;
 use crate::auth::{Authenticator, Role};
 use crate::cluster::{ClusterBus, LocalBus};
 use crate::config::Settings;
+use crate::http_api::admission::Admission;
 use crate::ingest::Pipeline;
 use crate::ingest::rate_limit::{self, driver_limiter};
 use crate::live::{self, DriverRegistry, LiveDrivers, Subscriptions};
@@ -78,6 +79,7 @@ impl Application {
             writer.clone(),
             Arc::clone(&limiter),
         );
+        let admission = Arc::new(Admission::new(&settings.ws).context("`ws.allowed_origins`")?);
         let state = web::Data::new(AppState {
             node_id: node_id(&settings),
             settings: Arc::new(settings),
@@ -86,6 +88,7 @@ impl Application {
             drivers,
             registry,
             subscriptions,
+            admission,
             writer,
             store,
             metrics: metrics::install(),

@@ -13,6 +13,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<Server> {
     let send_buffer = state.settings.ws.send_buffer_bytes;
+    // One bound for every body the hub reads: a driver's largest message.
+    let body_limit = state.settings.ws.max_frame_bytes;
     let workers = match state.settings.workers {
         0 => default_workers(),
         n => n,
@@ -20,6 +22,8 @@ pub fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Resu
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .configure(|cfg| http_api::extractor_configs(cfg, body_limit))
+            .wrap(http_api::json_errors())
             .wrap(access_log())
             .configure(http_api::routes)
     })

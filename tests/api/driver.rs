@@ -43,7 +43,8 @@ async fn every_bad_message_gets_its_error_code_and_the_connection_carries_on() {
     .await;
     let mut d = app.driver("d1", "acme").await;
     let t = now_ms();
-    let big = format!(r#"{{"type":"pos","pad":"{}"}}"#, "x".repeat(70 * 1024));
+    let over = app.state.settings.ws.max_frame_bytes;
+    let big = format!(r#"{{"type":"pos","pad":"{}"}}"#, "x".repeat(over));
     let too_many: Vec<_> = (100..106)
         .map(|s| json!({"seq": s, "ts": t, "lat": 0.0, "lon": 0.0}))
         .collect();
