@@ -12,7 +12,7 @@ use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
 use fleethub::config::TrailSettings;
-use fleethub::domain::{DriverId, FleetId, Seq, Timestamp, TrailPoint};
+use fleethub::domain::{DriverId, DriverKey, FleetId, Seq, Timestamp, TrailPoint};
 use fleethub::trails::TrailWriter;
 use fleethub::trails::{
     DriverRecord, PgTrailStore, SqliteTrailStore, StoreError, TrailQuery, TrailReads, TrailStore,
@@ -36,10 +36,22 @@ async fn sqlite(dir: &tempfile::TempDir) -> Arc<SqliteTrailStore> {
     Arc::new(store)
 }
 
+/// Driver `driver` of fleet `fleet`.
+fn key(fleet: &str, driver: &str) -> DriverKey {
+    DriverKey::new(
+        FleetId::parse(fleet).unwrap(),
+        DriverId::parse(driver).unwrap(),
+    )
+}
+
+/// Every stored fix of `driver` of fleet `f1`.
 fn all_of(driver: &str) -> TrailQuery {
+    all_of_in("f1", driver)
+}
+
+fn all_of_in(fleet: &str, driver: &str) -> TrailQuery {
     TrailQuery {
-        driver: DriverId::parse(driver).unwrap(),
-        fleet: None,
+        driver: key(fleet, driver),
         from: Timestamp::from_millis(i64::MIN),
         to: Timestamp::from_millis(i64::MAX),
         limit: usize::MAX,
@@ -81,7 +93,7 @@ async fn a_resend_is_stored_once(store: Arc<dyn TrailStore>) {
 }
 
 async fn last_seq_is_the_highest_stored(store: Arc<dyn TrailStore>) {
-    let d1 = DriverId::parse("d1").unwrap();
+    let d1 = key("f1", "d1");
     assert_eq!(store.last_seq(&d1).await.unwrap(), 0);
     let start = now_ms() - 60_000;
     store
@@ -98,7 +110,7 @@ async fn last_seq_is_the_highest_stored(store: Arc<dyn TrailStore>) {
     assert_eq!(
         record,
         DriverRecord {
-            driver: d1.clone(),
+            driver: DriverId::parse("d1").unwrap(),
             fleet: FleetId::parse("f1").unwrap(),
             last_seq: 9,
             last_ts: Timestamp::from_millis(start + 9000),
@@ -106,13 +118,7 @@ async fn last_seq_is_the_highest_stored(store: Arc<dyn TrailStore>) {
             last_lon: point("d1", "f1", 9, 0).position.lon(),
         }
     );
-    assert_eq!(
-        store
-            .driver(&DriverId::parse("nobody").unwrap())
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(store.driver(&key("f1", "nobody")).await.unwrap(), None);
 }
 
 async fn from_to_and_limit_filter_the_trail(store: Arc<dyn TrailStore>) {
@@ -142,12 +148,12 @@ async fn from_to_and_limit_filter_the_trail(store: Arc<dyn TrailStore>) {
     );
 
     let mut q = all_of("d1");
-    q.fleet = Some(FleetId::parse("f2").unwrap());
+    q.driver = key("f2", "d1");
     assert!(
         store.trail(&q).await.unwrap().is_empty(),
         "another fleet sees nothing"
     );
-    q.fleet = Some(FleetId::parse("f1").unwrap());
+    q.driver = key("f1", "d1");
     assert_eq!(store.trail(&q).await.unwrap().len(), 10);
 }
 
@@ -232,10 +238,7 @@ async fn postgres_retention_drops_whole_old_partitions() {
         vec![100, 101, 102]
     );
     assert_eq!(
-        store
-            .last_seq(&DriverId::parse("d1").unwrap())
-            .await
-            .unwrap(),
+        store.last_seq(&key("f1", "d1")).await.unwrap(),
         102,
         "retention keeps last_seq"
     );
@@ -351,7 +354,7 @@ async fn the_writer_groups_commits_and_acks_only_what_is_stored(store: Arc<dyn T
     for (d, seq, ack) in acks {
         ack.await.unwrap().unwrap();
         // Acked means committed: another connection already sees it.
-        let driver = DriverId::parse(&format!("d{d}")).unwrap();
+        let driver = key("f1", &format!("d{d}"));
         assert!(store.last_seq(&driver).await.unwrap() >= seq);
     }
     let commits = counting.appends.load(Ordering::SeqCst);
