@@ -45,7 +45,7 @@ DROP INDEX drivers_fleet;
 -- Records of ids that more than one fleet used were one record for all of
 -- them (its last_seq the highest of any fleet's): each such driver gets its
 -- own again, rebuilt from its stored fixes (highest seq, newest fix).
-CREATE TEMPORARY TABLE fleethub_own_records ON COMMIT DROP AS
+CREATE TEMPORARY TABLE fleethub_own_records AS
 SELECT fleet_id, driver_id, last_seq, last_ts, last_lat, last_lon
 FROM (
     SELECT fleet_id, driver_id,
@@ -68,3 +68,5 @@ FROM fleethub_own_records o
 WHERE NOT EXISTS (
     SELECT 1 FROM drivers d WHERE d.fleet_id = o.fleet_id AND d.driver_id = o.driver_id
 );
+
+DROP TABLE fleethub_own_records;
