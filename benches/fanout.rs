@@ -9,7 +9,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use fleethub::auth::FleetScope;
 use fleethub::cluster::LocalBus;
-use fleethub::domain::{BBox, DriverId, FleetId, Position, Timestamp};
+use fleethub::domain::{BBox, DriverId, DriverKey, FleetId, Position, Timestamp};
 use fleethub::live::spatial_index::SpatialIndex;
 use fleethub::live::{LiveDrivers, Subscriptions};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -57,9 +57,11 @@ fn hub_with_subscriptions() -> (LiveDrivers, Arc<Subscriptions>) {
 
 fn publish(c: &mut Criterion) {
     let (drivers, _dashboards) = hub_with_subscriptions();
-    let driver = DriverId::parse("d1").unwrap();
-    let fleet = FleetId::parse("acme").unwrap();
-    let live = drivers.entry(&driver, &fleet);
+    let driver = DriverKey::new(
+        FleetId::parse("acme").unwrap(),
+        DriverId::parse("d1").unwrap(),
+    );
+    let live = drivers.entry(&driver);
     let mut ts = Timestamp::now().as_millis();
     c.bench_function(
         "publish one position, 1000 subscriptions, 10 watching",

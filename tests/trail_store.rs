@@ -12,7 +12,7 @@ use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
 use fleethub::config::TrailSettings;
-use fleethub::domain::{DriverId, FleetId, Seq, Timestamp, TrailPoint};
+use fleethub::domain::{DriverId, DriverKey, FleetId, Seq, Timestamp, TrailPoint};
 use fleethub::trails::TrailWriter;
 use fleethub::trails::{
     DriverRecord, PgTrailStore, SqliteTrailStore, StoreError, TrailQuery, TrailReads, TrailStore,
@@ -36,10 +36,22 @@ async fn sqlite(dir: &tempfile::TempDir) -> Arc<SqliteTrailStore> {
     Arc::new(store)
 }
 
+/// Driver `driver` of fleet `fleet`.
+fn key(fleet: &str, driver: &str) -> DriverKey {
+    DriverKey::new(
+        FleetId::parse(fleet).unwrap(),
+        DriverId::parse(driver).unwrap(),
+    )
+}
+
+/// Every stored fix of `driver` of fleet `f1`.
 fn all_of(driver: &str) -> TrailQuery {
+    all_of_in("f1", driver)
+}
+
+fn all_of_in(fleet: &str, driver: &str) -> TrailQuery {
     TrailQuery {
-        driver: DriverId::parse(driver).unwrap(),
-        fleet: None,
+        driver: key(fleet, driver),
         from: Timestamp::from_millis(i64::MIN),
         to: Timestamp::from_millis(i64::MAX),
         limit: usize::MAX,
@@ -81,7 +93,7 @@ async fn a_resend_is_stored_once(store: Arc<dyn TrailStore>) {
 }
 
 async fn last_seq_is_the_highest_stored(store: Arc<dyn TrailStore>) {
-    let d1 = DriverId::parse("d1").unwrap();
+    let d1 = key("f1", "d1");
     assert_eq!(store.last_seq(&d1).await.unwrap(), 0);
     let start = now_ms() - 60_000;
     store
@@ -98,7 +110,7 @@ async fn last_seq_is_the_highest_stored(store: Arc<dyn TrailStore>) {
     assert_eq!(
         record,
         DriverRecord {
-            driver: d1.clone(),
+            driver: DriverId::parse("d1").unwrap(),
             fleet: FleetId::parse("f1").unwrap(),
             last_seq: 9,
             last_ts: Timestamp::from_millis(start + 9000),
@@ -106,13 +118,7 @@ async fn last_seq_is_the_highest_stored(store: Arc<dyn TrailStore>) {
             last_lon: point("d1", "f1", 9, 0).position.lon(),
         }
     );
-    assert_eq!(
-        store
-            .driver(&DriverId::parse("nobody").unwrap())
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(store.driver(&key("f1", "nobody")).await.unwrap(), None);
 }
 
 async fn from_to_and_limit_filter_the_trail(store: Arc<dyn TrailStore>) {
@@ -142,13 +148,43 @@ async fn from_to_and_limit_filter_the_trail(store: Arc<dyn TrailStore>) {
     );
 
     let mut q = all_of("d1");
-    q.fleet = Some(FleetId::parse("f2").unwrap());
+    q.driver = key("f2", "d1");
     assert!(
         store.trail(&q).await.unwrap().is_empty(),
         "another fleet sees nothing"
     );
-    q.fleet = Some(FleetId::parse("f1").unwrap());
+    q.driver = key("f1", "d1");
     assert_eq!(store.trail(&q).await.unwrap().len(), 10);
+}
+
+async fn the_same_id_in_two_fleets_is_two_drivers(store: Arc<dyn TrailStore>) {
+    let start = now_ms() - 60_000;
+    // Same id, same fix times, same seqs: only the fleet tells them apart,
+    // in one batch and across batches.
+    let acme = points("d1", "acme", 1..=5, start);
+    let beta = points("d1", "beta", 1..=3, start);
+    let mixed: Vec<TrailPoint> = acme[..3].iter().chain(&beta).cloned().collect();
+    store.append(&mixed).await.unwrap();
+    store.append(&acme[3..]).await.unwrap();
+
+    assert_eq!(store.last_seq(&key("acme", "d1")).await.unwrap(), 5);
+    assert_eq!(store.last_seq(&key("beta", "d1")).await.unwrap(), 3);
+    assert_eq!(store.last_seq(&key("gamma", "d1")).await.unwrap(), 0);
+    assert_eq!(store.trail(&all_of_in("acme", "d1")).await.unwrap(), acme);
+    assert_eq!(store.trail(&all_of_in("beta", "d1")).await.unwrap(), beta);
+    let record = store.driver(&key("beta", "d1")).await.unwrap().unwrap();
+    assert_eq!(
+        (record.fleet.as_str(), record.last_seq, record.last_ts),
+        ("beta", 3, Timestamp::from_millis(start + 3000))
+    );
+    assert_eq!(store.driver(&key("gamma", "d1")).await.unwrap(), None);
+
+    // Dedup is per fleet: resending either stores nothing twice.
+    store.append(&mixed).await.unwrap();
+    store.append(&beta).await.unwrap();
+    assert_eq!(store.trail(&all_of_in("acme", "d1")).await.unwrap(), acme);
+    assert_eq!(store.trail(&all_of_in("beta", "d1")).await.unwrap(), beta);
+    assert_eq!(store.last_seq(&key("acme", "d1")).await.unwrap(), 5);
 }
 
 macro_rules! on_both_backends {
@@ -178,6 +214,7 @@ on_both_backends!(
     a_resend_is_stored_once,
     last_seq_is_the_highest_stored,
     from_to_and_limit_filter_the_trail,
+    the_same_id_in_two_fleets_is_two_drivers,
 );
 
 // ---- retention ----
@@ -232,10 +269,7 @@ async fn postgres_retention_drops_whole_old_partitions() {
         vec![100, 101, 102]
     );
     assert_eq!(
-        store
-            .last_seq(&DriverId::parse("d1").unwrap())
-            .await
-            .unwrap(),
+        store.last_seq(&key("f1", "d1")).await.unwrap(),
         102,
         "retention keeps last_seq"
     );
@@ -304,6 +338,190 @@ async fn sqlite_retention_deletes_old_rows() {
     );
 }
 
+// ---- migrating to the driver key (fleet, driver id) ----
+
+/// The last migration before drivers were keyed by fleet and id.
+const BEFORE_DRIVER_KEY: i64 = 1;
+
+/// `points` as the VALUES of an INSERT into `positions`, the same text on both
+/// backends (test data only: ids from the narrow alphabet, numbers).
+fn position_values(points: &[TrailPoint]) -> String {
+    let row = |p: &TrailPoint| {
+        let f = |v: Option<f64>| v.map_or("NULL".to_owned(), |v| v.to_string());
+        format!(
+            "('{}', '{}', {}, {}, {}, {}, {}, {}, {})",
+            p.driver,
+            p.fleet,
+            p.seq,
+            p.position.ts().as_millis(),
+            p.position.lat(),
+            p.position.lon(),
+            f(p.position.speed()),
+            f(p.position.heading()),
+            f(p.position.acc()),
+        )
+    };
+    let rows: Vec<String> = points.iter().map(row).collect();
+    format!(
+        "INSERT INTO positions (driver_id, fleet_id, seq, ts, lat, lon, speed, heading, acc) VALUES {}",
+        rows.join(", ")
+    )
+}
+
+/// What the hub left at the old schema when acme's `d1` and beta's `d1`
+/// collided: their fixes side by side (their fix times differ, or the old
+/// dedup key would have dropped one), and one `drivers` record for both
+/// (beta's, the newest fix, with the highest seq of either fleet).
+struct OldData {
+    acme_d1: Vec<TrailPoint>,
+    beta_d1: Vec<TrailPoint>,
+    /// 30 days late: in PostgreSQL's default partition.
+    acme_d2: Vec<TrailPoint>,
+}
+
+impl OldData {
+    fn new() -> Self {
+        let start = now_ms() - 600_000;
+        Self {
+            acme_d1: points("d1", "acme", 1..=5, start),
+            beta_d1: points("d1", "beta", 1..=2, start + 100_000),
+            acme_d2: points("d2", "acme", 1..=2, now_ms() - 30 * DAY_MS),
+        }
+    }
+
+    fn positions_sql(&self) -> String {
+        let all: Vec<TrailPoint> = [&self.acme_d1, &self.beta_d1, &self.acme_d2]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        position_values(&all)
+    }
+
+    /// `updated_at` is a timestamp on PostgreSQL, milliseconds on SQLite.
+    fn drivers_sql(&self, updated_at: &str) -> String {
+        let beta = self.beta_d1.last().unwrap();
+        let d2 = self.acme_d2.last().unwrap();
+        format!(
+            "INSERT INTO drivers (driver_id, fleet_id, last_seq, last_ts, last_lat, last_lon, updated_at) VALUES \
+             ('d1', 'beta', 5, {}, {}, {}, {updated_at}), \
+             ('d2', 'acme', 2, {}, {}, {}, {updated_at}), \
+             ('d9', 'zeta', 4, 1000, 1.5, 2.5, {updated_at})",
+            beta.position.ts().as_millis(),
+            beta.position.lat(),
+            beta.position.lon(),
+            d2.position.ts().as_millis(),
+            d2.position.lat(),
+            d2.position.lon(),
+        )
+    }
+
+    /// Everything is still there, each driver under its own fleet, and the
+    /// new keys work: dedup per fleet, a third fleet's `d1` stored apart.
+    async fn check_after_migrating(&self, store: &dyn TrailStore) {
+        assert_eq!(
+            store.trail(&all_of_in("acme", "d1")).await.unwrap(),
+            self.acme_d1
+        );
+        assert_eq!(
+            store.trail(&all_of_in("beta", "d1")).await.unwrap(),
+            self.beta_d1
+        );
+        assert_eq!(
+            store.trail(&all_of_in("acme", "d2")).await.unwrap(),
+            self.acme_d2
+        );
+        // The shared record is split, each rebuilt from its fleet's own fixes.
+        assert_eq!(store.last_seq(&key("acme", "d1")).await.unwrap(), 5);
+        assert_eq!(store.last_seq(&key("beta", "d1")).await.unwrap(), 2);
+        let acme = store.driver(&key("acme", "d1")).await.unwrap().unwrap();
+        assert_eq!(acme.last_ts, self.acme_d1[4].position.ts());
+        // Other records are kept as they were, the fleet included.
+        assert_eq!(store.last_seq(&key("acme", "d2")).await.unwrap(), 2);
+        let d9 = store.driver(&key("zeta", "d9")).await.unwrap().unwrap();
+        assert_eq!(
+            (d9.fleet.as_str(), d9.last_seq, d9.last_lat),
+            ("zeta", 4, 1.5)
+        );
+
+        store.append(&self.acme_d1).await.unwrap();
+        let gamma = points(
+            "d1",
+            "gamma",
+            1..=5,
+            self.acme_d1[0].position.ts().as_millis() - 1000,
+        );
+        store.append(&gamma).await.unwrap();
+        assert_eq!(
+            store.trail(&all_of_in("acme", "d1")).await.unwrap(),
+            self.acme_d1
+        );
+        assert_eq!(store.trail(&all_of_in("gamma", "d1")).await.unwrap(), gamma);
+        assert_eq!(store.last_seq(&key("gamma", "d1")).await.unwrap(), 5);
+    }
+}
+
+#[tokio::test]
+async fn postgres_migrating_to_the_driver_key_keeps_every_row() {
+    let db = TestDb::create().await;
+    let store = PgTrailStore::connect(&db.url(), 4).await.unwrap();
+    sqlx::migrate!("./migrations/postgres")
+        .run_to(BEFORE_DRIVER_KEY, store.pool())
+        .await
+        .unwrap();
+    // Daily partitions exist at the old schema too: the new key must reach them.
+    store.prepare_partitions(90).await.unwrap();
+    let old = OldData::new();
+    for sql in [old.positions_sql(), old.drivers_sql("now()")] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+
+    store.migrate().await.unwrap();
+
+    old.check_after_migrating(&store).await;
+    // Partition upkeep still works under the new key: the late fixes move
+    // out of the default partition, and the trail reads the same.
+    store.apply_retention(90).await.unwrap();
+    assert!(
+        partitions(&store)
+            .await
+            .contains(&partition_of(old.acme_d2[0].position.ts().as_millis()))
+    );
+    assert_eq!(
+        store.trail(&all_of_in("acme", "d2")).await.unwrap(),
+        old.acme_d2
+    );
+}
+
+#[tokio::test]
+async fn sqlite_migrating_to_the_driver_key_keeps_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trails.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::migrate!("./migrations/sqlite")
+        .run_to(BEFORE_DRIVER_KEY, &pool)
+        .await
+        .unwrap();
+    let old = OldData::new();
+    for sql in [old.positions_sql(), old.drivers_sql("42")] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+
+    let store = sqlite(&dir).await;
+
+    old.check_after_migrating(store.as_ref()).await;
+}
+
 // ---- the writer ----
 
 /// The real store, counting the commits that reach it.
@@ -351,7 +569,7 @@ async fn the_writer_groups_commits_and_acks_only_what_is_stored(store: Arc<dyn T
     for (d, seq, ack) in acks {
         ack.await.unwrap().unwrap();
         // Acked means committed: another connection already sees it.
-        let driver = DriverId::parse(&format!("d{d}")).unwrap();
+        let driver = key("f1", &format!("d{d}"));
         assert!(store.last_seq(&driver).await.unwrap() >= seq);
     }
     let commits = counting.appends.load(Ordering::SeqCst);

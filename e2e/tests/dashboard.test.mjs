@@ -265,7 +265,7 @@ describe('dispatcher dashboard', { timeout: 30 * 60_000 }, () => {
     // The trails API is another engineer's work; the hub's static fallback answers
     // an unknown route with "no such page", which is not a trail 404.
     const from = Date.now() - 3_600_000;
-    const probe = await fetch(`${hub.url}/api/v1/drivers/${CAR_ID}/trail?from=${from}&to=${Date.now()}&format=geojson`, {
+    const probe = await fetch(`${hub.url}/api/v1/drivers/${CAR_ID}/trail?fleet=demo&from=${from}&to=${Date.now()}&format=geojson`, {
       headers: { Authorization: `Bearer ${adminToken()}` },
     });
     const probeBody = await probe.text();

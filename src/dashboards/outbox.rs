@@ -1,5 +1,7 @@
 //! A dashboard's outbound queue, drained by its writer. Positions and status
-//! changes are coalesced per driver (the newest fix time wins), so however
+//! changes are coalesced per driver, by [`DriverKey`] (an admin's dashboard
+//! watches every fleet, and two fleets may each have a `d1`; the newest fix
+//! time wins), so however
 //! slow the dashboard, they hold at most one entry per driver it watches:
 //! memory grows with the fleet, not with time. Control frames (hello,
 //! snapshots, errors, pongs) are queued in order, at most
@@ -14,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::domain::DriverId;
+use crate::domain::{DriverId, DriverKey};
 use crate::live::{LiveUpdate, Status};
 use crate::protocol::Close;
 
@@ -42,8 +44,8 @@ pub enum Pushed {
 
 #[derive(Default)]
 struct State {
-    positions: HashMap<DriverId, Arc<LiveUpdate>>,
-    statuses: HashMap<DriverId, Status>,
+    positions: HashMap<DriverKey, Arc<LiveUpdate>>,
+    statuses: HashMap<DriverKey, Status>,
     control: VecDeque<Control>,
     close: Option<Close>,
     bytes: usize,
@@ -101,7 +103,7 @@ impl Outbox {
             return Pushed::Refused;
         }
         let size = update.json.get().len();
-        let outcome = match state.positions.get(&update.driver) {
+        let outcome = match state.positions.get(&update.key) {
             Some(old) if old.ts >= update.ts => return Pushed::Stale,
             Some(old) => {
                 let old_size = old.json.get().len();
@@ -113,14 +115,14 @@ impl Outbox {
         };
         state
             .positions
-            .insert(update.driver.clone(), Arc::clone(update));
+            .insert(update.key.clone(), Arc::clone(update));
         self.grow(&mut state, size);
         drop(state);
         self.notify.notify_one();
         outcome
     }
 
-    pub fn push_status(&self, driver: &DriverId, status: Status) {
+    pub fn push_status(&self, driver: &DriverKey, status: Status) {
         let mut state = self.state.lock();
         if state.close.is_some() {
             return;
@@ -170,7 +172,12 @@ impl Outbox {
         let mut state = self.state.lock();
         let mut batch = Batch {
             control: state.control.drain(..).collect(),
-            statuses: state.statuses.drain().collect(),
+            // The status frame names the driver by id (the writer's format).
+            statuses: state
+                .statuses
+                .drain()
+                .map(|(key, status)| (key.driver().clone(), status))
+                .collect(),
             close: state.close,
             ..Batch::default()
         };
@@ -227,14 +234,14 @@ fn control_size(control: &Control) -> usize {
 }
 
 fn take_newest(
-    pending: &mut HashMap<DriverId, Arc<LiveUpdate>>,
+    pending: &mut HashMap<DriverKey, Arc<LiveUpdate>>,
     max: usize,
 ) -> Vec<Arc<LiveUpdate>> {
     let mut all: Vec<Arc<LiveUpdate>> = pending.values().cloned().collect();
     all.sort_unstable_by_key(|u| std::cmp::Reverse(u.ts));
     all.truncate(max);
     for u in &all {
-        pending.remove(&u.driver);
+        pending.remove(&u.key);
     }
     all
 }
@@ -246,13 +253,24 @@ mod tests {
 
     const MAX_CONTROL_FRAMES: usize = 64;
 
+    fn key(fleet: &str, driver: &str) -> DriverKey {
+        DriverKey::new(
+            FleetId::parse(fleet).unwrap(),
+            DriverId::parse(driver).unwrap(),
+        )
+    }
+
     fn update(driver: &str, ts: i64) -> Arc<LiveUpdate> {
-        let json =
-            serde_json::value::to_raw_value(&serde_json::json!({"driver": driver, "ts": ts}))
-                .unwrap();
+        update_in("f", driver, ts)
+    }
+
+    fn update_in(fleet: &str, driver: &str, ts: i64) -> Arc<LiveUpdate> {
+        let json = serde_json::value::to_raw_value(
+            &serde_json::json!({"driver": driver, "fleet": fleet, "ts": ts}),
+        )
+        .unwrap();
         Arc::new(LiveUpdate {
-            driver: DriverId::parse(driver).unwrap(),
-            fleet: FleetId::parse("f").unwrap(),
+            key: key(fleet, driver),
             ts: Timestamp::from_millis(ts),
             lat: 0.0,
             lon: 0.0,
@@ -275,6 +293,23 @@ mod tests {
         let batch = o.take(100);
         assert_eq!(batch.positions.len(), 1);
         assert_eq!(batch.positions[0].ts.as_millis(), 3);
+    }
+
+    #[test]
+    fn the_same_id_in_two_fleets_is_two_drivers() {
+        let (o, _) = outbox();
+        assert_eq!(o.push_position(&update_in("acme", "d1", 2)), Pushed::Queued);
+        assert_eq!(o.push_position(&update_in("beta", "d1", 1)), Pushed::Queued);
+        o.push_status(&key("acme", "d1"), Status::Offline);
+        o.push_status(&key("beta", "d1"), Status::Online);
+        let batch = o.take(100);
+        let fleets: Vec<&str> = batch
+            .positions
+            .iter()
+            .map(|u| u.key.fleet().as_str())
+            .collect();
+        assert_eq!(fleets, vec!["acme", "beta"], "neither hides the other");
+        assert_eq!(batch.statuses.len(), 2);
     }
 
     #[test]

@@ -2,14 +2,16 @@
 //! of the hub can trust any value it holds.
 
 mod bbox;
+mod driver_key;
 mod ids;
 mod position;
 
 pub use bbox::{BBox, BBoxError};
+pub use driver_key::DriverKey;
 pub use ids::{DriverId, FleetId, IdError};
 pub use position::{Position, PositionError, TimeWindow, Timestamp};
 
-/// A driver's sequence number: strictly increasing per driver, chosen by the app.
+/// A driver's sequence number: strictly increasing per driver ([`DriverKey`]), chosen by the app.
 pub type Seq = u64;
 
 /// One position as it travels to the trail store: who sent it, under which

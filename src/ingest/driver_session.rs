@@ -16,11 +16,11 @@ use tokio::sync::oneshot;
 use tokio::time::sleep_until;
 
 use super::ack_tracker::AckTracker;
-use super::pipeline::{CommitDone, Refusal, Source, driver_of};
+use super::pipeline::{CommitDone, Refusal, Source, driver_key, driver_of};
 use super::rate_limit::{limiter, quota};
 use crate::app_state::AppState;
 use crate::auth::{DriverIdentity, Role};
-use crate::domain::{Seq, Timestamp};
+use crate::domain::{DriverKey, Seq, Timestamp};
 use crate::http_api::ApiError;
 use crate::http_api::admission::ConnectionSlot;
 use crate::live::{ConnId, DriverHandle, LiveDriver, Status, next_id};
@@ -57,6 +57,8 @@ enum Exit {
 struct DriverActor {
     state: web::Data<AppState>,
     me: DriverIdentity,
+    /// `me` as the registry, the live state and the store key it.
+    key: DriverKey,
     live: Arc<LiveDriver>,
     conn: ConnId,
     session: Session,
@@ -79,9 +81,8 @@ async fn run(
 ) {
     let (stop, stopped) = oneshot::channel();
     let conn = next_id();
-    state
-        .registry
-        .register(&me.driver, DriverHandle { conn, stop });
+    let key = driver_key(&me);
+    state.registry.register(&key, DriverHandle { conn, stop });
     // Registered first: a connected driver's live entry is never forgotten.
     let live = state.pipeline.source_entry(&me);
     let settings = &state.settings.driver;
@@ -89,6 +90,7 @@ async fn run(
         abuse: limiter(quota(settings.abuse_per_sec, settings.abuse_burst)),
         state: state.clone(),
         me,
+        key,
         live,
         conn,
         session,
@@ -99,7 +101,7 @@ async fn run(
         online: true,
     };
     m::connection_opened("driver");
-    tracing::debug!(driver = %actor.me.driver, conn, "driver connected");
+    tracing::debug!(driver = %actor.key, conn, "driver connected");
     // Checked after registering: shutdown stops the registered actors after
     // cancelling the token, so none slips through.
     let exit = if state.shutdown.is_cancelled() {
@@ -189,13 +191,11 @@ impl DriverActor {
     }
 
     async fn last_stored_seq(&self) -> Seq {
-        let remembered = self.state.drivers.committed_seq(&self.me.driver);
-        match tokio::time::timeout(LAST_SEQ_TIMEOUT, self.state.store.last_seq(&self.me.driver))
-            .await
-        {
+        let remembered = self.state.drivers.committed_seq(&self.key);
+        match tokio::time::timeout(LAST_SEQ_TIMEOUT, self.state.store.last_seq(&self.key)).await {
             Ok(Ok(stored)) => stored.max(remembered),
             Ok(Err(e)) => {
-                tracing::warn!(driver = %self.me.driver, error = %e, "last seq unavailable, using the hub's memory");
+                tracing::warn!(driver = %self.key, error = %e, "last seq unavailable, using the hub's memory");
                 remembered
             }
             Err(_) => remembered,
@@ -347,7 +347,7 @@ impl DriverActor {
         };
         self.send(&to_json(&frame)).await?;
         if self.abuse.check().is_err() {
-            tracing::info!(driver = %self.me.driver, "closing an abusive driver connection");
+            tracing::info!(driver = %self.key, "closing an abusive driver connection");
             return Err(Exit::Close(Close::ABUSE));
         }
         Ok(())
@@ -362,11 +362,11 @@ impl DriverActor {
     }
 
     async fn finish(self, exit: Exit) {
-        if self.state.registry.unregister(&self.me.driver, self.conn) {
+        if self.state.registry.unregister(&self.key, self.conn) {
             self.state.drivers.set_status(&self.live, Status::Offline);
         }
         m::connection_closed("driver");
-        tracing::debug!(driver = %self.me.driver, conn = self.conn, "driver disconnected");
+        tracing::debug!(driver = %self.key, conn = self.conn, "driver disconnected");
         if let Exit::Close(close) = exit {
             ws::close(self.session, close, SEND_TIMEOUT).await;
         }

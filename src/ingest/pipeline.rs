@@ -22,7 +22,7 @@ use super::filters::{InputFilters, Verdict};
 use super::rate_limit::{self, DriverLimiter};
 use crate::auth::{DriverIdentity, Identity};
 use crate::config::Settings;
-use crate::domain::{DriverId, Seq, TimeWindow, Timestamp, TrailPoint};
+use crate::domain::{DriverKey, Seq, TimeWindow, Timestamp, TrailPoint};
 use crate::live::{LiveDriver, LiveDrivers, Published};
 use crate::metrics as m;
 use crate::protocol::{ErrorCode, WireFix};
@@ -54,6 +54,11 @@ pub fn driver_of(identity: &Identity) -> Result<DriverIdentity, Refusal> {
         let message = "the token's subject is not a valid driver id";
         Refusal::new(ErrorCode::InvalidId, message, None)
     })
+}
+
+/// Who `me` is as the hub keys drivers: the same id in another fleet is another driver.
+pub fn driver_key(me: &DriverIdentity) -> DriverKey {
+    DriverKey::new(me.fleet.clone(), me.driver.clone())
 }
 
 /// A refusal that covers several fixes: a whole batch refused before
@@ -175,14 +180,14 @@ impl Pipeline {
 
     /// The live entry fixes of `me` go through.
     pub fn source_entry(&self, me: &DriverIdentity) -> Arc<LiveDriver> {
-        self.drivers.entry(&me.driver, &me.fleet)
+        self.drivers.entry(&driver_key(me))
     }
 
     /// Runs a batch of fixes (a single fix is a batch of one) through the pipeline.
     pub fn ingest(&self, source: &Source, fixes: &[WireFix]) -> Result<Accepted, BatchRefused> {
         let received = Instant::now();
         m::received(fixes.len() as u64);
-        self.admit(&source.me.driver, fixes.len())
+        self.admit(&source.live.key, fixes.len())
             .map_err(|refusal| refuse_batch(refusal, fixes.iter().filter_map(|f| f.seq)))?;
         let mut accepted = Accepted {
             refused: Vec::new(),
@@ -247,7 +252,7 @@ impl Pipeline {
 
     /// The batch limit, then the driver's rate limit (nothing is taken from
     /// the bucket when the batch is too large).
-    fn admit(&self, driver: &DriverId, n: usize) -> Result<(), Refusal> {
+    fn admit(&self, driver: &DriverKey, n: usize) -> Result<(), Refusal> {
         let refuse = |code: ErrorCode, message: String| {
             m::rejected(code.as_str(), n as u64);
             Refusal::new(code, message, None)

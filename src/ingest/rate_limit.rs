@@ -1,5 +1,5 @@
 //! Rate limits (token buckets from governor): each driver's position budget,
-//! one bucket per driver whatever path its positions take, and the abuse
+//! one bucket per driver (fleet and id) whatever path its positions take, and the abuse
 //! budgets of connections that send bad frames.
 
 use std::hash::Hash;
@@ -12,11 +12,12 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DriverSettings;
-use crate::domain::DriverId;
+use crate::domain::DriverKey;
 
 /// Every driver's position bucket, shared by all ingest paths: reconnecting
-/// or switching to HTTP must not be a way around the limit.
-pub type DriverLimiter = DefaultKeyedRateLimiter<DriverId>;
+/// or switching to HTTP must not be a way around the limit, and another
+/// fleet's driver with the same id must not spend this one's budget.
+pub type DriverLimiter = DefaultKeyedRateLimiter<DriverKey>;
 
 /// How often buckets that have refilled are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);

@@ -1,7 +1,9 @@
 //! The drivers' last-known state on this node: each driver's newest position,
 //! whether it is online, and the highest seq known stored. Publishing a
 //! position goes through here, under the driver's own lock, which is what
-//! keeps a driver's `ts` from ever going backwards on a dashboard.
+//! keeps a driver's `ts` from ever going backwards on a dashboard. Drivers
+//! are keyed by [`DriverKey`] (fleet and id): the same id in two fleets is
+//! two drivers with two states.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use super::registry::DriverRegistry;
 use super::update::{LiveUpdate, Status};
 use crate::auth::FleetScope;
 use crate::cluster::ClusterBus;
-use crate::domain::{BBox, DriverId, FleetId, Position, Seq, Timestamp};
+use crate::domain::{BBox, DriverKey, Position, Seq, Timestamp};
 use crate::protocol::driver_view;
 
 #[derive(Default)]
@@ -31,8 +33,7 @@ struct LiveState {
 
 /// One driver's live state. Its mutex serialises publishing for that driver.
 pub struct LiveDriver {
-    pub driver: DriverId,
-    pub fleet: FleetId,
+    pub key: DriverKey,
     state: Mutex<LiveState>,
 }
 
@@ -61,10 +62,10 @@ impl DriverRow {
             Status::Offline
         };
         let last_seen = self.last_seen.filter(|_| with_last_seen);
-        let (driver, fleet) = (&self.update.driver, &self.update.fleet);
+        let key = &self.update.key;
         driver_view(
-            driver,
-            fleet,
+            key.driver(),
+            key.fleet(),
             &self.position,
             Some(status.as_str()),
             last_seen,
@@ -82,7 +83,7 @@ pub enum Published {
 }
 
 pub struct LiveDrivers {
-    drivers: DashMap<DriverId, Arc<LiveDriver>>,
+    drivers: DashMap<DriverKey, Arc<LiveDriver>>,
     bus: Arc<dyn ClusterBus>,
 }
 
@@ -95,21 +96,20 @@ impl LiveDrivers {
         }
     }
 
-    /// The fleet of a driver this hub has seen, stored or not yet.
-    pub fn fleet_of(&self, driver: &DriverId) -> Option<FleetId> {
-        self.drivers.get(driver).map(|d| d.fleet.clone())
+    /// Whether this hub knows the driver live (seen lately, stored or not yet).
+    pub fn knows(&self, driver: &DriverKey) -> bool {
+        self.drivers.contains_key(driver)
     }
 
     /// The driver's live entry, made on first sight. A connected driver's
     /// entry is never forgotten, so its actor may hold on to it.
-    pub fn entry(&self, driver: &DriverId, fleet: &FleetId) -> Arc<LiveDriver> {
+    pub fn entry(&self, driver: &DriverKey) -> Arc<LiveDriver> {
         if let Some(d) = self.drivers.get(driver) {
             return Arc::clone(&d);
         }
         let entry = self.drivers.entry(driver.clone()).or_insert_with(|| {
             Arc::new(LiveDriver {
-                driver: driver.clone(),
-                fleet: fleet.clone(),
+                key: driver.clone(),
                 state: Mutex::new(LiveState::default()),
             })
         });
@@ -122,8 +122,8 @@ impl LiveDrivers {
     pub fn forget_silent(&self, before: Timestamp, registry: &DriverRegistry) -> usize {
         let mut forgotten = 0;
         // Lock order as everywhere: map shard, then the driver's mutex.
-        self.drivers.retain(|id, live| {
-            let keep = registry.is_connected(id)
+        self.drivers.retain(|key, live| {
+            let keep = registry.is_connected(key)
                 || live.state.lock().last_seen.is_some_and(|t| t >= before);
             forgotten += usize::from(!keep);
             keep
@@ -132,7 +132,7 @@ impl LiveDrivers {
     }
 
     /// Highest seq this node has seen committed for the driver.
-    pub fn committed_seq(&self, driver: &DriverId) -> Seq {
+    pub fn committed_seq(&self, driver: &DriverKey) -> Seq {
         self.drivers
             .get(driver)
             .map(|d| d.state.lock().committed_seq)
@@ -147,15 +147,16 @@ impl LiveDrivers {
         if state.position.is_some_and(|p| p.ts() >= position.ts()) {
             return Published::Late;
         }
-        let update = Arc::new(LiveUpdate::new(&live.driver, &live.fleet, position));
+        let update = Arc::new(LiveUpdate::new(&live.key, position));
         let previous = state.position.replace(*position);
         state.update = Some(Arc::clone(&update));
         let came_back = !state.online;
         state.online = true;
         self.bus.publish(&update, previous.as_ref());
         if came_back {
+            let key = &live.key;
             self.bus
-                .publish_status(&live.fleet, &live.driver, position, Status::Online);
+                .publish_status(key.fleet(), key.driver(), position, Status::Online);
         }
         Published::Live
     }
@@ -169,8 +170,9 @@ impl LiveDrivers {
         }
         state.online = online;
         if let Some(position) = state.position {
+            let key = &live.key;
             self.bus
-                .publish_status(&live.fleet, &live.driver, &position, status);
+                .publish_status(key.fleet(), key.driver(), &position, status);
         }
     }
 
@@ -179,7 +181,7 @@ impl LiveDrivers {
         let mut rows = Vec::new();
         for entry in self.drivers.iter() {
             let live = entry.value();
-            if !scope.allows(&live.fleet) {
+            if !scope.allows(live.key.fleet()) {
                 continue;
             }
             let state = live.state.lock();
@@ -227,38 +229,75 @@ pub async fn run_housekeeping(
 mod tests {
     use super::*;
     use crate::cluster::LocalBus;
+    use crate::domain::{DriverId, FleetId};
     use crate::live::{DriverHandle, Subscriptions};
 
-    fn id(raw: &str) -> DriverId {
-        DriverId::parse(raw).expect("a valid id")
+    fn key(fleet: &str, driver: &str) -> DriverKey {
+        DriverKey::new(
+            FleetId::parse(fleet).expect("a valid fleet"),
+            DriverId::parse(driver).expect("a valid id"),
+        )
+    }
+
+    fn drivers() -> LiveDrivers {
+        let subscriptions = Arc::new(Subscriptions::new(64));
+        LiveDrivers::new(Arc::new(LocalBus::new(subscriptions)))
+    }
+
+    fn at(lat: f64, lon: f64) -> Position {
+        Position::new(lat, lon, Timestamp::now(), None, None, None).expect("a valid position")
+    }
+
+    fn listed(drivers: &LiveDrivers, scope: &FleetScope) -> Vec<String> {
+        let mut keys: Vec<_> = drivers
+            .in_box(scope, &BBox::world())
+            .iter()
+            .map(|r| r.update.key.to_string())
+            .collect();
+        keys.sort();
+        keys
     }
 
     #[test]
     fn silent_drivers_are_forgotten_unless_connected() {
-        let subscriptions = Arc::new(Subscriptions::new(64));
-        let drivers = LiveDrivers::new(Arc::new(LocalBus::new(subscriptions)));
+        let drivers = drivers();
         let registry = DriverRegistry::default();
-        let fleet = FleetId::parse("acme").expect("a valid fleet");
-        let here = Position::new(-12.05, -77.04, Timestamp::now(), None, None, None)
-            .expect("a valid position");
-        for driver in ["gone", "connected"] {
-            drivers.publish(&drivers.entry(&id(driver), &fleet), &here);
+        let here = at(-12.05, -77.04);
+        for (fleet, driver) in [
+            ("acme", "gone"),
+            ("acme", "connected"),
+            ("beta", "connected"),
+        ] {
+            drivers.publish(&drivers.entry(&key(fleet, driver)), &here);
         }
         let (stop, _stopped) = tokio::sync::oneshot::channel();
-        registry.register(&id("connected"), DriverHandle { conn: 1, stop });
-        let everywhere = BBox::new(-180.0, -90.0, 180.0, 90.0).expect("a valid box");
+        registry.register(&key("acme", "connected"), DriverHandle { conn: 1, stop });
 
         // Heard from after the cut-off: kept.
         let long_ago = Timestamp::from_millis(Timestamp::now().as_millis() - 60_000);
         assert_eq!(drivers.forget_silent(long_ago, &registry), 0);
-        // Silent since before the cut-off: forgotten, unless connected.
+        // Silent since before the cut-off: forgotten, unless connected (in its own fleet).
         let later = Timestamp::from_millis(Timestamp::now().as_millis() + 60_000);
-        assert_eq!(drivers.forget_silent(later, &registry), 1);
-        let left: Vec<_> = drivers
-            .in_box(&FleetScope::All, &everywhere)
-            .iter()
-            .map(|r| r.update.driver.to_string())
-            .collect();
-        assert_eq!(left, vec!["connected".to_owned()]);
+        assert_eq!(drivers.forget_silent(later, &registry), 2);
+        assert_eq!(listed(&drivers, &FleetScope::All), vec!["acme/connected"]);
+    }
+
+    #[test]
+    fn the_same_id_in_two_fleets_is_two_drivers() {
+        let drivers = drivers();
+        let (acme, beta) = (key("acme", "d1"), key("beta", "d1"));
+        drivers.publish(&drivers.entry(&acme), &at(-12.05, -77.04));
+        drivers.publish(&drivers.entry(&beta), &at(48.85, 2.35));
+        drivers.entry(&acme).note_committed(7);
+        assert_eq!(drivers.committed_seq(&acme), 7);
+        assert_eq!(drivers.committed_seq(&beta), 0);
+        let acme_only = FleetScope::One(acme.fleet().clone());
+        assert_eq!(listed(&drivers, &acme_only), vec!["acme/d1"]);
+        let rows = drivers.in_box(&acme_only, &BBox::world());
+        assert_eq!(rows[0].position.lat(), -12.05, "acme's own fix");
+        assert_eq!(
+            listed(&drivers, &FleetScope::All),
+            vec!["acme/d1", "beta/d1"]
+        );
     }
 }

@@ -1,12 +1,13 @@
-//! The registry of connected driver actors: one per driver on this node. A
-//! driver that connects again replaces its older actor, which is told to
-//! close with 4001 (the place where takeover between nodes will live).
+//! The registry of connected driver actors: one per driver (fleet and id) on
+//! this node. A driver that connects again replaces its older actor, which is
+//! told to close with 4001 (the place where takeover between nodes will
+//! live); the same id in another fleet is another driver and replaces nothing.
 
 use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 use super::ConnId;
-use crate::domain::DriverId;
+use crate::domain::DriverKey;
 use crate::protocol::Close;
 
 /// How the registry reaches a connected driver actor. A oneshot, because the
@@ -19,13 +20,13 @@ pub struct DriverHandle {
 
 #[derive(Default)]
 pub struct DriverRegistry {
-    sessions: DashMap<DriverId, DriverHandle>,
+    sessions: DashMap<DriverKey, DriverHandle>,
 }
 
 impl DriverRegistry {
     /// Registers a connected driver actor. The actor it replaces, if any, is
     /// told to close with [`Close::REPLACED`].
-    pub fn register(&self, driver: &DriverId, handle: DriverHandle) {
+    pub fn register(&self, driver: &DriverKey, handle: DriverHandle) {
         if let Some(old) = self.sessions.insert(driver.clone(), handle) {
             let _ = old.stop.send(Close::REPLACED);
         }
@@ -33,7 +34,7 @@ impl DriverRegistry {
 
     /// Removes the driver's registration if it is still this connection's.
     /// Returns whether it was (a replaced session must not mark the driver offline).
-    pub fn unregister(&self, driver: &DriverId, conn: ConnId) -> bool {
+    pub fn unregister(&self, driver: &DriverKey, conn: ConnId) -> bool {
         self.sessions
             .remove_if(driver, |_, h| h.conn == conn)
             .is_some()
@@ -42,7 +43,7 @@ impl DriverRegistry {
     /// Tells every registered actor to close with `close` and forgets them.
     /// An actor that registers after this must check for shutdown itself.
     pub fn stop_all(&self, close: Close) {
-        let ids: Vec<DriverId> = self.sessions.iter().map(|e| e.key().clone()).collect();
+        let ids: Vec<DriverKey> = self.sessions.iter().map(|e| e.key().clone()).collect();
         for id in ids {
             if let Some((_, handle)) = self.sessions.remove(&id) {
                 let _ = handle.stop.send(close);
@@ -50,7 +51,7 @@ impl DriverRegistry {
         }
     }
 
-    pub fn is_connected(&self, driver: &DriverId) -> bool {
+    pub fn is_connected(&self, driver: &DriverKey) -> bool {
         self.sessions.contains_key(driver)
     }
 
@@ -60,5 +61,42 @@ impl DriverRegistry {
 
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{DriverId, FleetId};
+
+    fn key(fleet: &str, driver: &str) -> DriverKey {
+        DriverKey::new(
+            FleetId::parse(fleet).unwrap(),
+            DriverId::parse(driver).unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_same_id_in_another_fleet_replaces_nothing() {
+        let registry = DriverRegistry::default();
+        let (stop, mut acme_stopped) = oneshot::channel();
+        registry.register(&key("acme", "d1"), DriverHandle { conn: 1, stop });
+        let (stop, _beta_stopped) = oneshot::channel();
+        registry.register(&key("beta", "d1"), DriverHandle { conn: 2, stop });
+        assert!(
+            acme_stopped.try_recv().is_err(),
+            "acme's d1 keeps its session"
+        );
+        assert_eq!(registry.len(), 2);
+
+        let (stop, _again) = oneshot::channel();
+        registry.register(&key("acme", "d1"), DriverHandle { conn: 3, stop });
+        assert_eq!(acme_stopped.try_recv(), Ok(Close::REPLACED));
+        assert!(
+            !registry.unregister(&key("acme", "d1"), 1),
+            "no longer its own"
+        );
+        assert!(registry.unregister(&key("beta", "d1"), 2));
+        assert!(registry.is_connected(&key("acme", "d1")));
     }
 }

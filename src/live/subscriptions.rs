@@ -14,7 +14,7 @@ use super::update::{LiveUpdate, Status};
 use super::{ConnId, next_id};
 use crate::auth::FleetScope;
 use crate::dashboards::outbox::{Outbox, Pushed};
-use crate::domain::{BBox, DriverId, FleetId, Position};
+use crate::domain::{BBox, DriverId, DriverKey, FleetId, Position};
 use crate::metrics as m;
 use crate::protocol::Close;
 
@@ -180,7 +180,10 @@ impl Subscriptions {
     /// held the previous one (so a marker that leaves the view moves out of it
     /// rather than freezing at the edge).
     pub fn fan_out(&self, update: &Arc<LiveUpdate>, previous: Option<&Position>) {
-        let scopes = [&IndexScope::Fleet(update.fleet.clone()), &IndexScope::All];
+        let scopes = [
+            &IndexScope::Fleet(update.key.fleet().clone()),
+            &IndexScope::All,
+        ];
         let index = self.index.read();
         let push = |outbox: &Arc<Outbox>| match outbox.push_position(update) {
             Pushed::Queued => m::fanned_out(),
@@ -209,10 +212,11 @@ impl Subscriptions {
     /// Tells the dashboards that see `at` that the driver went online or offline.
     pub fn push_status(&self, fleet: &FleetId, driver: &DriverId, at: &Position, status: Status) {
         let scopes = [&IndexScope::Fleet(fleet.clone()), &IndexScope::All];
+        let key = DriverKey::new(fleet.clone(), driver.clone());
         self.index
             .read()
             .for_each_match(&scopes, at.lat(), at.lon(), |outbox| {
-                outbox.push_status(driver, status)
+                outbox.push_status(&key, status)
             });
     }
 }

@@ -4,14 +4,14 @@ use std::time::Instant;
 
 use serde_json::value::RawValue;
 
-use crate::domain::{DriverId, FleetId, Position, Timestamp};
+use crate::domain::{DriverKey, Position, Timestamp};
 use crate::protocol::driver_view;
 
 /// One position ready for dashboards, serialised once and shared by all of them.
 #[derive(Debug)]
 pub struct LiveUpdate {
-    pub driver: DriverId,
-    pub fleet: FleetId,
+    /// Whose position: dashboards coalesce and order updates per key.
+    pub key: DriverKey,
     pub ts: Timestamp,
     pub lat: f64,
     pub lon: f64,
@@ -22,14 +22,13 @@ pub struct LiveUpdate {
 }
 
 impl LiveUpdate {
-    pub fn new(driver: &DriverId, fleet: &FleetId, position: &Position) -> Self {
+    pub fn new(key: &DriverKey, position: &Position) -> Self {
         Self {
-            driver: driver.clone(),
-            fleet: fleet.clone(),
+            key: key.clone(),
             ts: position.ts(),
             lat: position.lat(),
             lon: position.lon(),
-            json: driver_view(driver, fleet, position, None, None),
+            json: driver_view(key.driver(), key.fleet(), position, None, None),
             received: Instant::now(),
         }
     }

@@ -1,5 +1,7 @@
 //! `GET /api/v1/drivers/{id}/trail`: one driver's stored fixes in a time
-//! range, as JSON or as a GeoJSON LineString, optionally simplified.
+//! range, as JSON or as a GeoJSON LineString, optionally simplified. A driver
+//! is an id within a fleet: a dispatcher asks for its own fleet's driver, an
+//! admin names the fleet (`?fleet=`).
 
 use std::time::Duration;
 
@@ -11,8 +13,8 @@ use time::format_description::well_known::Rfc3339;
 use super::geometry::{Summary, simplify, summarize};
 use super::store::{StoreError, TrailQuery};
 use crate::app_state::AppState;
-use crate::auth::Role;
-use crate::domain::{DriverId, Seq, Timestamp, TrailPoint};
+use crate::auth::{FleetScope, Role};
+use crate::domain::{DriverId, DriverKey, FleetId, Seq, Timestamp, TrailPoint};
 use crate::http_api::ApiError;
 use crate::protocol::ErrorCode;
 
@@ -27,6 +29,8 @@ const MAX_SIMPLIFY_M: f64 = 100_000.0;
 
 #[derive(Deserialize)]
 pub struct Params {
+    /// The driver's fleet: required of admins, optional for dispatchers (their own).
+    fleet: Option<String>,
     from: Option<String>,
     to: Option<String>,
     limit: Option<usize>,
@@ -65,6 +69,7 @@ fn parse_instant(name: &str, raw: &str) -> Result<Timestamp, ApiError> {
 /// The parsed request, every value checked.
 #[derive(Debug)]
 struct Request {
+    fleet: Option<FleetId>,
     from: Timestamp,
     to: Timestamp,
     limit: usize,
@@ -74,6 +79,11 @@ struct Request {
 
 impl Params {
     fn check(&self, default_to: Timestamp) -> Result<Request, ApiError> {
+        let fleet = self
+            .fleet
+            .as_deref()
+            .map(|f| FleetId::parse(f).map_err(|e| invalid(format!("fleet: {e}"))))
+            .transpose()?;
         let to = self
             .to
             .as_deref()
@@ -108,6 +118,7 @@ impl Params {
             Some(_) => return Err(invalid("format must be json or geojson")),
         };
         Ok(Request {
+            fleet,
             from,
             to,
             limit,
@@ -133,18 +144,20 @@ pub async fn trail(
         Timestamp::from_millis(Timestamp::now().as_millis() + max_future.as_millis() as i64);
     let request = params.check(default_to)?;
     let unavailable = |e: StoreError| ApiError::unavailable(e.to_string());
+    let not_found = || ApiError::not_found(format!("no trail for driver {driver}"));
 
-    // A driver known live but with nothing committed yet has an empty trail;
-    // another fleet's driver is answered exactly like an unknown one.
-    let stored = state.store.driver(&driver).await.map_err(unavailable)?;
-    let fleet = stored
-        .map(|r| r.fleet)
-        .or_else(|| state.drivers.fleet_of(&driver))
+    // Another fleet's driver is answered exactly like an unknown one.
+    let fleet = fleet_asked(&identity.scope, request.fleet)?
         .filter(|fleet| identity.scope.allows(fleet))
-        .ok_or_else(|| ApiError::not_found(format!("no trail for driver {driver}")))?;
+        .ok_or_else(not_found)?;
+    let key = DriverKey::new(fleet, driver.clone());
+    // A driver known live but with nothing committed yet has an empty trail.
+    let stored = state.store.driver(&key).await.map_err(unavailable)?;
+    if stored.is_none() && !state.drivers.knows(&key) {
+        return Err(not_found());
+    }
     let query = TrailQuery {
-        driver,
-        fleet: identity.scope.fleet().cloned(),
+        driver: key,
         from: request.from,
         to: request.to,
         limit: request.limit,
@@ -159,8 +172,8 @@ pub async fn trail(
     };
     summary.points = points.len();
     let trail = Trail {
-        driver: query.driver.as_str(),
-        fleet: fleet.as_str(),
+        driver: query.driver.driver().as_str(),
+        fleet: query.driver.fleet().as_str(),
         points: &points,
         summary,
         truncated,
@@ -171,6 +184,20 @@ pub async fn trail(
             .content_type("application/geo+json")
             .json(trail.to_geojson()),
     })
+}
+
+/// The fleet whose driver is asked for: a dispatcher's own unless it names
+/// one (`Ok(None)` when it names another: answered as unknown); an admin must
+/// name one, since every fleet may have a driver of that id.
+fn fleet_asked(scope: &FleetScope, named: Option<FleetId>) -> Result<Option<FleetId>, ApiError> {
+    match (scope, named) {
+        (FleetScope::One(own), None) => Ok(Some(own.clone())),
+        (FleetScope::One(own), Some(named)) => Ok(Some(named).filter(|n| n == own)),
+        (FleetScope::All, Some(named)) => Ok(Some(named)),
+        (FleetScope::All, None) => Err(invalid(
+            "admins must name the driver's fleet: ?fleet=<fleet id> (ids are per fleet)",
+        )),
+    }
 }
 
 /// What both formats are made from.
@@ -285,6 +312,7 @@ mod tests {
 
     fn params(from: Option<&str>, to: Option<&str>) -> Params {
         Params {
+            fleet: None,
             from: from.map(str::to_owned),
             to: to.map(str::to_owned),
             limit: None,
@@ -331,5 +359,25 @@ mod tests {
         let mut p = params(None, None);
         p.format = Some("kml".into());
         assert!(p.check(now).is_err());
+        let mut p = params(None, None);
+        p.fleet = Some("no such/fleet".into());
+        assert!(p.check(now).is_err());
+    }
+
+    #[test]
+    fn dispatchers_get_their_fleet_and_admins_must_name_one() {
+        let fleet = |raw: &str| FleetId::parse(raw).unwrap();
+        let acme = FleetScope::One(fleet("acme"));
+        assert_eq!(fleet_asked(&acme, None).unwrap(), Some(fleet("acme")));
+        assert_eq!(
+            fleet_asked(&acme, Some(fleet("acme"))).unwrap(),
+            Some(fleet("acme"))
+        );
+        assert_eq!(fleet_asked(&acme, Some(fleet("beta"))).unwrap(), None);
+        assert_eq!(
+            fleet_asked(&FleetScope::All, Some(fleet("beta"))).unwrap(),
+            Some(fleet("beta"))
+        );
+        assert!(fleet_asked(&FleetScope::All, None).is_err());
     }
 }

@@ -387,7 +387,7 @@ async function main() {
       summary: $('trail-summary'),
     },
     fleetMap,
-    { onUnauthorized: expired, knownIds: () => list.ids() },
+    { onUnauthorized: expired, knownIds: () => list.ids(), fleetOf: (id) => list.get(id)?.fleet },
   );
   fleetMap.on('vehicleClick', (id) => {
     follow(id);

@@ -60,13 +60,14 @@ export class TrailReplay {
   /**
    * @param {object} els   panel elements (see index.html, ids trail-*)
    * @param {FleetMap} fleetMap
-   * @param {object} opts  {onUnauthorized(), knownIds(): Iterable<string>}
+   * @param {object} opts  {onUnauthorized(), knownIds(): Iterable<string>, fleetOf(id): string|undefined}
    */
-  constructor(els, fleetMap, { onUnauthorized, knownIds }) {
+  constructor(els, fleetMap, { onUnauthorized, knownIds, fleetOf }) {
     this.els = els;
     this.map = fleetMap;
     this.onUnauthorized = onUnauthorized;
     this.knownIds = knownIds;
+    this.fleetOf = fleetOf;
     this.trail = null; // {coords, ts, driver}
     this.at = 0;
     this.playing = false;
@@ -145,10 +146,13 @@ export class TrailReplay {
     this.abort = new AbortController();
     this.showMessage('trail.loading');
     this.els.panel.setAttribute('aria-busy', 'true');
+    // A driver id is per fleet: admins must name the fleet (dispatchers may, their own).
+    const fleet = this.fleetOf?.(driver);
+    const inFleet = fleet ? `&fleet=${encodeURIComponent(fleet)}` : '';
     let feature;
     try {
       feature = await apiGet(
-        `/api/v1/drivers/${encodeURIComponent(driver)}/trail?from=${from}&to=${to}&format=geojson`,
+        `/api/v1/drivers/${encodeURIComponent(driver)}/trail?from=${from}&to=${to}&format=geojson${inFleet}`,
         { signal: this.abort.signal },
       );
     } catch (e) {

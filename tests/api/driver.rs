@@ -207,7 +207,7 @@ async fn a_full_trail_queue_answers_storage_unavailable_and_acks_resume_after_re
     d.send_pos(6, t + 6, -12.05, -77.04).await;
     let frames = d.ack_covering(6).await;
     assert!(frames.iter().all(|f| f["type"] == "ack"), "{frames:?}");
-    let driver = fleethub::domain::DriverId::parse("d1").unwrap();
+    let driver = crate::helpers::driver_key("acme", "d1");
     let stored = app.state.store.last_seq(&driver).await.unwrap();
     assert_eq!(stored, 6);
 }

@@ -11,7 +11,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use fleethub::auth::{Authenticator, Role};
 use fleethub::config::Settings;
-use fleethub::domain::Timestamp;
+use fleethub::domain::{DriverId, DriverKey, FleetId, Timestamp};
 use fleethub::startup::{AppState, Application};
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
@@ -182,6 +182,14 @@ where
 
 pub fn now_ms() -> i64 {
     Timestamp::now().as_millis()
+}
+
+/// How the hub keys driver `driver` of `fleet`.
+pub fn driver_key(fleet: &str, driver: &str) -> DriverKey {
+    DriverKey::new(
+        FleetId::parse(fleet).expect("a valid fleet"),
+        DriverId::parse(driver).expect("a valid driver id"),
+    )
 }
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;

@@ -183,7 +183,7 @@ async fn a_reconnecting_driver_learns_its_last_stored_seq_and_resends_are_stored
     // An app unsure of what arrived resends a little more than needed.
     publish_all(&mut d, 3..=8, start).await;
 
-    let url = app.url(&format!("/api/v1/drivers/d1/trail?from={start}"));
+    let url = app.url(&format!("/api/v1/drivers/d1/trail?fleet=acme&from={start}"));
     let (_, trail) = get_json(&app.http, &url, &app.token(Role::Admin, "ops", None)).await;
     assert_eq!(seqs_of(&trail), vec![1, 2, 3, 4, 5, 6, 7, 8]);
 }
@@ -245,7 +245,7 @@ async fn the_trail_as_geojson_is_a_linestring_in_lon_lat_order_with_timestamps()
     let mut d = app.driver("d1", "acme").await;
     publish_all(&mut d, 1..=3, start).await;
     let url = app.url(&format!(
-        "/api/v1/drivers/d1/trail?from={start}&format=geojson"
+        "/api/v1/drivers/d1/trail?fleet=acme&from={start}&format=geojson"
     ));
     let res = app
         .http
@@ -292,7 +292,7 @@ async fn simplification_reduces_a_noisy_straight_line() {
     let token = app.token(Role::Admin, "ops", None);
 
     let url = app.url(&format!(
-        "/api/v1/drivers/d1/trail?from={start}&simplify=10"
+        "/api/v1/drivers/d1/trail?fleet=acme&from={start}&simplify=10"
     ));
     let (_, simple) = get_json(&app.http, &url, &token).await;
     assert_eq!(
@@ -300,7 +300,7 @@ async fn simplification_reduces_a_noisy_straight_line() {
         vec![1, 200],
         "a straight line keeps its ends"
     );
-    let url = app.url(&format!("/api/v1/drivers/d1/trail?from={start}"));
+    let url = app.url(&format!("/api/v1/drivers/d1/trail?fleet=acme&from={start}"));
     let (_, full) = get_json(&app.http, &url, &token).await;
     assert_eq!(seqs_of(&full).len(), 200);
     assert_eq!(
@@ -328,7 +328,7 @@ async fn a_dispatcher_sees_only_its_own_fleets_trails() {
     );
     let (status, _) = get_json(
         &app.http,
-        &app.url("/api/v1/drivers/nobody/trail"),
+        &app.url("/api/v1/drivers/nobody/trail?fleet=acme"),
         &app.token(Role::Admin, "ops", None),
     )
     .await;
@@ -357,11 +357,13 @@ async fn a_dispatcher_sees_only_its_own_fleets_trails() {
     )
     .await;
     assert_eq!(status, 403, "drivers do not read trails");
-    let (status, body) = get_json(&app.http, &url, &app.token(Role::Admin, "ops", None)).await;
+    let admin_url = format!("{url}?fleet=acme");
+    let admin = app.token(Role::Admin, "ops", None);
+    let (status, body) = get_json(&app.http, &admin_url, &admin).await;
     assert_eq!((status, seqs_of(&body)), (200, vec![1]));
     let (status, body) = get_json(
         &app.http,
-        &format!("{url}?from=tomorrow"),
+        &format!("{admin_url}&from=tomorrow"),
         &app.token(Role::Admin, "ops", None),
     )
     .await;
@@ -399,7 +401,7 @@ async fn positions_posted_over_http_are_acked_after_the_commit_and_shown_live() 
     assert_eq!(answer["rejected"][0]["seq"], 21);
     assert_eq!(answer["rejected"][0]["code"], "invalid_position");
     // Acked means stored: the store answers at once.
-    let d1 = fleethub::domain::DriverId::parse("d1").unwrap();
+    let d1 = driver_key("acme", "d1");
     assert_eq!(app.state.store.last_seq(&d1).await.unwrap(), 20);
     let seen = dash.items_until_ts("d1", start + 20_000).await;
     assert!(
@@ -452,7 +454,7 @@ async fn posting_positions_over_http_is_rate_limited_per_driver() {
         "rate_limited"
     );
     // Nothing of the refused request was taken; another driver has its own bucket.
-    let d1 = fleethub::domain::DriverId::parse("d1").unwrap();
+    let d1 = driver_key("acme", "d1");
     assert_eq!(app.state.store.last_seq(&d1).await.unwrap(), 10);
     assert_eq!(post("d2", 1..=10).await.unwrap().status(), 200);
 }
@@ -503,7 +505,7 @@ async fn a_database_outage_keeps_fan_out_freezes_acks_and_recovers_without_loss(
     dash.items_until_ts("d1", start + 200_000).await;
     let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503, "readiness reports the outage");
-    let d1 = fleethub::domain::DriverId::parse("d1").unwrap();
+    let d1 = driver_key("acme", "d1");
 
     proxy.restore();
     // The app resends from its last ack; everything ends acked and stored once.
@@ -518,7 +520,9 @@ async fn a_database_outage_keeps_fan_out_freezes_acks_and_recovers_without_loss(
     assert!(last >= 10, "{last}");
     publish_all(&mut d, (last + 1)..=200, start).await;
     assert_eq!(app.state.store.last_seq(&d1).await.unwrap(), 200);
-    let url = app.url(&format!("/api/v1/drivers/d1/trail?from={start}&limit=1000"));
+    let url = app.url(&format!(
+        "/api/v1/drivers/d1/trail?fleet=acme&from={start}&limit=1000"
+    ));
     let (_, trail) = get_json(&app.http, &url, &app.token(Role::Admin, "ops", None)).await;
     assert_eq!(seqs_of(&trail), (1..=200).collect::<Vec<_>>());
 }

@@ -2,16 +2,15 @@
 //! `DATABASE_URL` is set, an embedded SQLite file otherwise. What both share
 //! is written once: the reads ([`reads`]) and the row decoding ([`rows`]).
 
-/// How a batch's row for a driver merges into the stored one, the same on
-/// both backends (a macro, so each backend's statement stays a `const`):
-/// `last_seq` only grows and the last position only moves to a newer fix, so
-/// the order in which commits land does not matter.
+/// How a batch's row for a driver (fleet and id, the `drivers` key) merges
+/// into the stored one, the same on both backends (a macro, so each backend's
+/// statement stays a `const`): `last_seq` only grows and the last position
+/// only moves to a newer fix, so the order in which commits land does not matter.
 macro_rules! merge_driver_row {
     () => {
         r#"
-ON CONFLICT (driver_id) DO UPDATE SET
+ON CONFLICT (fleet_id, driver_id) DO UPDATE SET
     last_seq   = CASE WHEN excluded.last_seq > d.last_seq THEN excluded.last_seq ELSE d.last_seq END,
-    fleet_id   = CASE WHEN excluded.last_ts >= d.last_ts THEN excluded.fleet_id ELSE d.fleet_id END,
     last_lat   = CASE WHEN excluded.last_ts >= d.last_ts THEN excluded.last_lat ELSE d.last_lat END,
     last_lon   = CASE WHEN excluded.last_ts >= d.last_ts THEN excluded.last_lon ELSE d.last_lon END,
     last_ts    = CASE WHEN excluded.last_ts > d.last_ts THEN excluded.last_ts ELSE d.last_ts END,
@@ -32,7 +31,7 @@ use async_trait::async_trait;
 use secrecy::ExposeSecret;
 
 use crate::config::Settings;
-use crate::domain::{DriverId, FleetId, Seq, Timestamp, TrailPoint};
+use crate::domain::{DriverId, DriverKey, FleetId, Seq, Timestamp, TrailPoint};
 
 pub use postgres::PgTrailStore;
 pub use reads::TrailReads;
@@ -54,19 +53,18 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// What a history query asks for. `from`/`to` are inclusive fix times.
+/// What a history query asks for: one driver of one fleet (the caller's, or
+/// the one an admin named). `from`/`to` are inclusive fix times.
 #[derive(Debug, Clone)]
 pub struct TrailQuery {
-    pub driver: DriverId,
-    /// `None` for admins: any fleet.
-    pub fleet: Option<FleetId>,
+    pub driver: DriverKey,
     pub from: Timestamp,
     pub to: Timestamp,
     pub limit: usize,
 }
 
-/// What the store knows about one driver: its fleet (from its newest stored
-/// fix), the highest seq stored and the newest stored fix.
+/// What the store knows about one driver (fleet and id): the highest seq
+/// stored and the newest stored fix.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriverRecord {
     pub driver: DriverId,
@@ -81,8 +79,8 @@ pub struct DriverRecord {
 #[async_trait]
 pub trait TrailStore: Send + Sync + 'static {
     /// Stores the points and returns only after the transaction holding them
-    /// is committed. A point already stored (same driver, `ts` and `seq`) is
-    /// skipped, so a resend stores nothing twice. Also advances each driver's
+    /// is committed. A point already stored (same fleet, driver, `ts` and
+    /// `seq`) is skipped, so a resend stores nothing twice. Also advances each driver's
     /// last stored seq and last seen position.
     async fn append(&self, points: &[TrailPoint]) -> Result<(), StoreError>;
 
@@ -90,7 +88,7 @@ pub trait TrailStore: Send + Sync + 'static {
     fn reads(&self) -> &dyn TrailReads;
 
     /// Highest seq stored for the driver, 0 when none.
-    async fn last_seq(&self, driver: &DriverId) -> Result<Seq, StoreError> {
+    async fn last_seq(&self, driver: &DriverKey) -> Result<Seq, StoreError> {
         self.reads().last_seq(driver).await
     }
 
@@ -100,7 +98,7 @@ pub trait TrailStore: Send + Sync + 'static {
     }
 
     /// The driver's record, `None` when nothing was ever stored for it.
-    async fn driver(&self, driver: &DriverId) -> Result<Option<DriverRecord>, StoreError> {
+    async fn driver(&self, driver: &DriverKey) -> Result<Option<DriverRecord>, StoreError> {
         self.reads().driver(driver).await
     }
 
@@ -170,13 +168,15 @@ pub(crate) fn seq_from_db(seq: i64) -> Result<Seq, StoreError> {
     Seq::try_from(seq).map_err(|_| StoreError::Corrupt(format!("negative seq {seq} in the store")))
 }
 
-/// For each driver in the batch: its highest seq and its newest fix (by fix
-/// time, the later seq winning ties), sorted by driver so concurrent upserts
-/// lock rows in one order.
+/// For each driver (fleet and id) in the batch: its highest seq and its
+/// newest fix (by fix time, the later seq winning ties), sorted by fleet and
+/// driver, the key order, so concurrent upserts lock rows in one order.
 pub(crate) fn latest_per_driver(points: &[TrailPoint]) -> Vec<(&TrailPoint, Seq)> {
-    let mut latest: std::collections::BTreeMap<&str, (&TrailPoint, Seq)> = Default::default();
+    let mut latest: std::collections::BTreeMap<(&str, &str), (&TrailPoint, Seq)> =
+        Default::default();
     for p in points {
-        let entry = latest.entry(p.driver.as_str()).or_insert((p, p.seq));
+        let key = (p.fleet.as_str(), p.driver.as_str());
+        let entry = latest.entry(key).or_insert((p, p.seq));
         entry.1 = entry.1.max(p.seq);
         let newest = entry.0;
         if (p.position.ts(), p.seq) >= (newest.position.ts(), newest.seq) {

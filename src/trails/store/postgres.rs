@@ -11,7 +11,7 @@ use sqlx::{ConnectOptions, Postgres};
 
 use super::reads::{SqlReads, TrailReads};
 use super::{DAY_MS, StoreError, TrailStore, latest_per_driver, retention_cutoff, seq_to_db};
-use crate::domain::{Timestamp, TrailPoint};
+use crate::domain::{Seq, Timestamp, TrailPoint};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -147,6 +147,11 @@ impl PgTrailStore {
     }
 }
 
+/// A point's place in the primary key `(fleet_id, driver_id, ts, seq)`.
+fn pk_order(p: &TrailPoint) -> (&str, &str, Timestamp, Seq) {
+    (p.fleet.as_str(), p.driver.as_str(), p.position.ts(), p.seq)
+}
+
 /// The batch as column arrays, the shape UNNEST takes.
 #[derive(Default)]
 struct Columns<'a> {
@@ -204,13 +209,7 @@ impl TrailStore for PgTrailStore {
             return Ok(());
         }
         let mut sorted: Vec<&TrailPoint> = points.iter().collect();
-        sorted.sort_unstable_by(|a, b| {
-            (a.driver.as_str(), a.position.ts(), a.seq).cmp(&(
-                b.driver.as_str(),
-                b.position.ts(),
-                b.seq,
-            ))
-        });
+        sorted.sort_unstable_by(|a, b| pk_order(a).cmp(&pk_order(b)));
         let p = Columns::of_points(&sorted)?;
         let d = Columns::of_drivers(points)?;
         let kept = self.committers.lock().pop();

@@ -50,7 +50,10 @@ impl TryFrom<PositionRow> for TrailPoint {
             row.heading,
             row.acc,
         )
-        .map_err(|e| StoreError::Corrupt(format!("stored position of {}: {e}", row.driver_id)))?;
+        .map_err(|e| {
+            let who = format!("{}/{}", row.fleet_id, row.driver_id);
+            StoreError::Corrupt(format!("stored position of {who}: {e}"))
+        })?;
         Ok(TrailPoint {
             driver: driver(&row.driver_id)?,
             fleet: fleet(&row.fleet_id)?,

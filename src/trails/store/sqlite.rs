@@ -161,8 +161,8 @@ impl TrailStore for SqliteTrailStore {
         let mut deleted = 0;
         loop {
             let gone = sqlx::query(
-                "DELETE FROM positions WHERE (driver_id, ts, seq) IN \
-                 (SELECT driver_id, ts, seq FROM positions WHERE ts < ?1 LIMIT ?2)",
+                "DELETE FROM positions WHERE (fleet_id, driver_id, ts, seq) IN \
+                 (SELECT fleet_id, driver_id, ts, seq FROM positions WHERE ts < ?1 LIMIT ?2)",
             )
             .bind(cutoff)
             .bind(RETENTION_SLICE)
