@@ -63,6 +63,9 @@ pub struct DashboardSettings {
     pub stuck_after_secs: u64,
     pub max_frame_bytes: usize,
     pub max_control_frames: usize,
+    /// Bytes handed to the socket that it has not taken yet, at most; also
+    /// the largest `positions` frame.
+    pub max_unsent_bytes: usize,
     pub abuse_per_sec: u32,
     pub abuse_burst: u32,
 }
@@ -184,6 +187,10 @@ impl Settings {
             (
                 "dashboard.max_control_frames",
                 self.dashboard.max_control_frames as u64,
+            ),
+            (
+                "dashboard.max_unsent_bytes",
+                self.dashboard.max_unsent_bytes as u64,
             ),
             (
                 "dashboard.abuse_per_sec",
