@@ -34,7 +34,8 @@ pub async fn connect(
     let max_frame = state.settings.dashboard.max_frame_bytes;
     let roles = [Role::Dispatcher, Role::Admin];
     let ws = ws::upgrade(&req, body, &state.auth, &roles, max_frame)?;
-    actix_web::rt::spawn(run(state, ws.identity, ws.session, ws.stream));
+    let socket = ws::ConnSocket::of(&req);
+    actix_web::rt::spawn(run(state, ws.identity, ws.session, ws.stream, socket));
     Ok(ws.response)
 }
 
@@ -43,6 +44,7 @@ async fn run(
     identity: Identity,
     session: Session,
     stream: AggregatedMessageStream,
+    socket: Option<ws::ConnSocket>,
 ) {
     let dash = state
         .subscriptions
@@ -74,6 +76,13 @@ async fn run(
     reader.serve(stream, identity.expires_at, writer).await;
     state.subscriptions.remove_dashboard(&dash);
     m::connection_closed("dashboard");
+    // A dashboard closed for not reading gets as long again to take its
+    // close frame (behind what was in flight); any other, a short grace.
+    let grace = match dash.outbox.closing() {
+        Some(Close::TOO_SLOW) => Duration::from_secs(settings.stuck_after_secs),
+        _ => ws::RELEASE_GRACE,
+    };
+    ws::release(socket, grace);
 }
 
 struct Reader {

@@ -41,7 +41,8 @@ pub async fn connect(
     let hard_limit = state.settings.ws.hard_frame_limit_bytes;
     let ws = ws::upgrade(&req, body, &state.auth, &[Role::Driver], hard_limit)?;
     let me = driver_of(&ws.identity).map_err(ApiError::from)?;
-    actix_web::rt::spawn(run(state, me, ws.session, ws.stream));
+    let socket = ws::ConnSocket::of(&req);
+    actix_web::rt::spawn(run(state, me, ws.session, ws.stream, socket));
     Ok(ws.response)
 }
 
@@ -73,6 +74,7 @@ async fn run(
     me: DriverIdentity,
     session: Session,
     stream: AggregatedMessageStream,
+    socket: Option<ws::ConnSocket>,
 ) {
     let (stop, stopped) = oneshot::channel();
     let conn = next_id();
@@ -105,6 +107,8 @@ async fn run(
         actor.serve(stream, stopped).await
     };
     actor.finish(exit).await;
+    // A peer that reads nothing must not keep the socket: it goes after a grace.
+    ws::release(socket, ws::RELEASE_GRACE);
 }
 
 impl DriverActor {
