@@ -5,6 +5,7 @@ mod auth;
 mod dashboard;
 mod driver;
 mod helpers;
+mod hostile_ws;
 mod http;
 mod ingest_paths;
 mod proxy;
