@@ -170,8 +170,8 @@ where
 /// trail writer's batches, the allocator) until every driver has sent
 /// `per_driver` more positions.
 async fn warm_up(hub: &ChildHub, per_driver: usize) {
-    let target = metric(hub, "fleethub_positions_received_total").await
-        + (DRIVERS * per_driver) as f64;
+    let target =
+        metric(hub, "fleethub_positions_received_total").await + (DRIVERS * per_driver) as f64;
     within(Duration::from_secs(20), "the fleet warms up", || async {
         metric(hub, "fleethub_positions_received_total").await >= target
     })
