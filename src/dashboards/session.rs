@@ -76,10 +76,11 @@ async fn run(
     reader.serve(stream, identity.expires_at, writer).await;
     state.subscriptions.remove_dashboard(&dash);
     m::connection_closed("dashboard");
-    // A dashboard closed for not reading gets as long again to take its
-    // close frame (behind what was in flight); any other, a short grace.
+    // A dashboard closed for not reading gets `dashboard.close_grace_secs`
+    // to take its close frame (behind what was in flight); any other, a
+    // short grace.
     let grace = match dash.outbox.closing() {
-        Some(Close::TOO_SLOW) => Duration::from_secs(settings.stuck_after_secs),
+        Some(Close::TOO_SLOW) => Duration::from_secs(settings.close_grace_secs),
         _ => ws::RELEASE_GRACE,
     };
     ws::release(socket, grace);

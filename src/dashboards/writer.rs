@@ -32,6 +32,7 @@ pub struct WriterSettings {
     max_items: usize,
     max_unsent: usize,
     stuck_after: Duration,
+    close_grace: Duration,
 }
 
 impl WriterSettings {
@@ -41,6 +42,7 @@ impl WriterSettings {
             max_items: settings.dashboard.max_items_per_frame,
             max_unsent: settings.dashboard.max_unsent_bytes,
             stuck_after: Duration::from_secs(settings.dashboard.stuck_after_secs),
+            close_grace: Duration::from_secs(settings.dashboard.close_grace_secs),
         }
     }
 }
@@ -78,9 +80,9 @@ pub async fn run(session: Session, outbox: Arc<Outbox>, settings: WriterSettings
                 tracing::info!("closing a dashboard that stopped reading");
                 writer.outbox.close(Close::TOO_SLOW);
                 // The socket is full; the close frame waits its turn in the
-                // background, as long again as the socket was given to take
-                // anything; the session then cuts the socket.
-                let grace = writer.settings.stuck_after;
+                // background for `dashboard.close_grace_secs`; the session
+                // then cuts the socket.
+                let grace = writer.settings.close_grace;
                 actix_web::rt::spawn(ws::close(writer.session, Close::TOO_SLOW, grace));
                 return;
             }
