@@ -1,5 +1,6 @@
-//! Tokens: HS256 JWTs with `sub`, `role`, `fleet`, `exp`. Every connection and
-//! every API call is checked here before anything else happens.
+//! Tokens: HS256 JWTs with `sub`, `role`, `fleet`, `exp` (and optionally
+//! `nbf`, `iat`). Every connection and every API call is checked here before
+//! anything else happens.
 
 use std::time::Duration;
 
@@ -54,6 +55,15 @@ pub struct Claims {
     pub iat: u64,
 }
 
+/// How far in the future a token's `iat` may be: the issuer's clock may run
+/// a little ahead of the hub's, a token from beyond that is forged or broken.
+pub const IAT_LEEWAY_SECS: u64 = 60;
+
+/// Latest `exp` accepted: the last second of year 9999. Beyond it an expiry
+/// is not a date the hub can keep (2^64 - 1 overflows every clock type), so
+/// the token is refused before the upgrade instead of closing at once.
+pub const MAX_EXP_SECS: u64 = 253_402_300_799;
+
 /// Which vehicles a caller may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FleetScope {
@@ -104,6 +114,8 @@ pub enum AuthError {
     Missing,
     #[error("the token has expired")]
     Expired,
+    #[error("the token is not valid yet (nbf)")]
+    NotYetValid,
     #[error("the token is not valid")]
     Invalid,
     #[error("this endpoint is not open to the `{0}` role")]
@@ -116,7 +128,7 @@ impl AuthError {
         match self {
             AuthError::Missing => ErrorCode::TokenMissing,
             AuthError::Expired => ErrorCode::TokenExpired,
-            AuthError::Invalid => ErrorCode::TokenInvalid,
+            AuthError::NotYetValid | AuthError::Invalid => ErrorCode::TokenInvalid,
             AuthError::WrongRole(_) => ErrorCode::Forbidden,
         }
     }
@@ -132,8 +144,10 @@ pub struct Authenticator {
 impl Authenticator {
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        // Expiry is exact: a token is dead the second it says.
+        // Expiry and `nbf` (checked when present) are exact: a token lives
+        // from the second it says to the second it says.
         validation.leeway = 0;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret),
@@ -154,7 +168,7 @@ impl Authenticator {
             sub: sub.to_owned(),
             role,
             fleet: fleet.map(str::to_owned),
-            exp: now + ttl.as_secs(),
+            exp: now.saturating_add(ttl.as_secs()),
             iat: now,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
@@ -164,9 +178,11 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 _ => AuthError::Invalid,
             })?;
         let claims = data.claims;
+        check_times(&claims, Timestamp::now())?;
         let scope = match (claims.role, claims.fleet.as_deref()) {
             (Role::Admin, None) => FleetScope::All,
             (Role::Admin, Some(_)) => FleetScope::All,
@@ -177,7 +193,7 @@ impl Authenticator {
             sub: claims.sub,
             role: claims.role,
             scope,
-            expires_at: Timestamp::from_millis((claims.exp as i64).saturating_mul(1000)),
+            expires_at: expires_at(claims.exp)?,
         })
     }
 
@@ -207,6 +223,27 @@ impl Identity {
             expires_at: self.expires_at,
         })
     }
+}
+
+/// The checks jsonwebtoken does not make: an `iat` from the future (beyond
+/// [`IAT_LEEWAY_SECS`]) and an `exp` beyond [`MAX_EXP_SECS`].
+fn check_times(claims: &Claims, now: Timestamp) -> Result<(), AuthError> {
+    let now_secs = u64::try_from(now.as_millis() / 1000).unwrap_or(0);
+    if claims.iat > now_secs.saturating_add(IAT_LEEWAY_SECS) {
+        return Err(AuthError::Invalid);
+    }
+    if claims.exp > MAX_EXP_SECS {
+        return Err(AuthError::Invalid);
+    }
+    Ok(())
+}
+
+/// The token's expiry as a hub time; `exp` is at most [`MAX_EXP_SECS`], far
+/// inside what the millisecond clock holds.
+fn expires_at(exp: u64) -> Result<Timestamp, AuthError> {
+    let secs = i64::try_from(exp).map_err(|_| AuthError::Invalid)?;
+    let millis = secs.checked_mul(1000).ok_or(AuthError::Invalid)?;
+    Ok(Timestamp::from_millis(millis))
 }
 
 /// `Authorization: Bearer <t>` first, then `?access_token=<t>` (browsers cannot
@@ -253,6 +290,69 @@ mod tests {
             .unwrap();
         let auth = Authenticator::new(SECRET);
         assert_eq!(auth.verify(&token).unwrap_err(), AuthError::Invalid);
+    }
+
+    /// A token with the given claims, signed with the test secret.
+    fn signed(claims: serde_json::Value) -> String {
+        let key = EncodingKey::from_secret(SECRET);
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    }
+
+    fn now_secs() -> u64 {
+        (Timestamp::now().as_millis() / 1000) as u64
+    }
+
+    fn claims(extra: serde_json::Value) -> serde_json::Value {
+        let mut c = serde_json::json!({
+            "sub": "d1", "role": "driver", "fleet": "acme", "exp": now_secs() + 3600,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused_until_its_nbf() {
+        let auth = Authenticator::new(SECRET);
+        let later = signed(claims(serde_json::json!({"nbf": now_secs() + 3600})));
+        assert_eq!(auth.verify(&later).unwrap_err(), AuthError::NotYetValid);
+        assert_eq!(AuthError::NotYetValid.code(), ErrorCode::TokenInvalid);
+        let past = signed(claims(serde_json::json!({"nbf": now_secs() - 10})));
+        assert!(auth.verify(&past).is_ok());
+        let garbage = signed(claims(serde_json::json!({"nbf": "soon"})));
+        assert_eq!(auth.verify(&garbage).unwrap_err(), AuthError::Invalid);
+    }
+
+    #[test]
+    fn an_iat_in_the_future_is_refused_beyond_the_leeway() {
+        let auth = Authenticator::new(SECRET);
+        let skewed = signed(claims(serde_json::json!({"iat": now_secs() + 30})));
+        assert!(
+            auth.verify(&skewed).is_ok(),
+            "a clock a little ahead is fine"
+        );
+        let future = signed(claims(
+            serde_json::json!({"iat": now_secs() + IAT_LEEWAY_SECS + 120}),
+        ));
+        assert_eq!(auth.verify(&future).unwrap_err(), AuthError::Invalid);
+    }
+
+    #[test]
+    fn an_absurd_exp_is_invalid_and_a_far_one_keeps_its_date() {
+        let auth = Authenticator::new(SECRET);
+        for exp in [u64::MAX, i64::MAX as u64, MAX_EXP_SECS + 1] {
+            let token = signed(claims(serde_json::json!({"exp": exp})));
+            assert_eq!(
+                auth.verify(&token).unwrap_err(),
+                AuthError::Invalid,
+                "{exp}"
+            );
+        }
+        let token = signed(claims(serde_json::json!({"exp": MAX_EXP_SECS})));
+        let id = auth.verify(&token).unwrap();
+        assert_eq!(id.expires_at.as_millis(), MAX_EXP_SECS as i64 * 1000);
+        assert!(id.expires_at.as_millis() > Timestamp::now().as_millis());
     }
 
     #[test]

@@ -65,6 +65,12 @@ pub struct DashboardSettings {
     pub stuck_after_secs: u64,
     pub max_frame_bytes: usize,
     pub max_control_frames: usize,
+    /// Bytes handed to the socket that it has not taken yet, at most; also
+    /// the largest `positions` frame.
+    pub max_unsent_bytes: usize,
+    /// How long a dashboard closed for not reading (1013) still gets to take
+    /// its close frame before its socket is cut.
+    pub close_grace_secs: u64,
     pub abuse_per_sec: u32,
     pub abuse_burst: u32,
 }
@@ -201,6 +207,14 @@ impl Settings {
             (
                 "dashboard.max_control_frames",
                 self.dashboard.max_control_frames as u64,
+            ),
+            (
+                "dashboard.max_unsent_bytes",
+                self.dashboard.max_unsent_bytes as u64,
+            ),
+            (
+                "dashboard.close_grace_secs",
+                self.dashboard.close_grace_secs,
             ),
             (
                 "dashboard.abuse_per_sec",

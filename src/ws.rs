@@ -1,11 +1,16 @@
 //! What the driver and dashboard sessions share on their sockets: the
-//! admitted, authorized upgrade with a frame limit, and one way to end a
-//! session with a close frame.
+//! admitted, authorized upgrade with a frame limit, one way to end a session
+//! with a close frame, and the release of the socket once the session is over.
 
+use std::any::Any;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
+use actix_web::dev::Extensions;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
+use socket2::SockAddr;
 
 use crate::app_state::AppState;
 use crate::auth::{Identity, Role};
@@ -79,4 +84,101 @@ pub fn close_for(error: &ProtocolError) -> Option<Close> {
         ProtocolError::Io(_) => None,
         _ => Some(Close::PROTOCOL_ERROR),
     }
+}
+
+/// How long a socket whose session has ended may take to deliver its close
+/// frame and go before the hub cuts it: a peer that reads nothing would
+/// otherwise hold the connection (and its buffers) open for good, because the
+/// HTTP layer keeps a connection until what it was given to write is written.
+pub const RELEASE_GRACE: Duration = Duration::from_secs(5);
+
+/// What a session holds for its whole life: its place under the connection
+/// caps, and its TCP socket, released (see [`release`]) once it is over.
+pub struct Held {
+    pub slot: ConnectionSlot,
+    pub socket: Option<ConnSocket>,
+}
+
+/// The TCP socket under a connection, noted in the connection's data so that
+/// a WebSocket session that ends can make sure its socket goes with it.
+///
+/// It holds the descriptor's number and the connection's two addresses, not a
+/// duplicate descriptor: a duplicate would double the descriptors every
+/// connection costs (the hub is meant to hold close to its open-files limit in
+/// connections). A number can outlive its connection and be given to another
+/// file, so [`ConnSocket::cut`] first checks that the number still names a
+/// socket with this connection's addresses.
+#[derive(Clone, Copy)]
+pub struct ConnSocket {
+    fd: RawFd,
+    peer: SocketAddr,
+    local: SocketAddr,
+}
+
+impl ConnSocket {
+    /// For `HttpServer::on_connect`: notes each TCP connection's socket.
+    pub fn keep(conn: &dyn Any, data: &mut Extensions) {
+        let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+            return;
+        };
+        if let (Ok(peer), Ok(local)) = (tcp.peer_addr(), tcp.local_addr()) {
+            data.insert(ConnSocket {
+                fd: tcp.as_raw_fd(),
+                peer,
+                local,
+            });
+        }
+    }
+
+    /// The socket of the connection `req` came on, if it was noted.
+    pub fn of(req: &HttpRequest) -> Option<ConnSocket> {
+        req.conn_data::<ConnSocket>().copied()
+    }
+
+    /// Whether the descriptor still names this connection's socket.
+    fn still_ours(&self) -> bool {
+        let addresses = |get: unsafe extern "C" fn(
+            libc::c_int,
+            *mut libc::sockaddr,
+            *mut libc::socklen_t,
+        ) -> libc::c_int| {
+            // SAFETY: the call only writes an address of at most `len` bytes
+            // into the storage socket2 hands out; on a descriptor that is
+            // closed or not a socket it fails and writes nothing.
+            unsafe {
+                SockAddr::try_init(|storage, len| match get(self.fd, storage.cast(), len) {
+                    -1 => Err(std::io::Error::last_os_error()),
+                    _ => Ok(()),
+                })
+            }
+            .ok()
+            .and_then(|((), addr)| addr.as_socket())
+        };
+        addresses(libc::getpeername) == Some(self.peer)
+            && addresses(libc::getsockname) == Some(self.local)
+    }
+
+    /// Shuts the socket down both ways: whatever the HTTP layer still waits
+    /// to write fails at once and the connection is dropped. A connection
+    /// that already went its way (its number closed or reused) is left alone.
+    fn cut(&self) {
+        if !self.still_ours() {
+            return;
+        }
+        // SAFETY: a plain system call on a descriptor number checked just
+        // above to be this connection's socket; it touches no memory.
+        if unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) } == -1 {
+            tracing::trace!(error = %std::io::Error::last_os_error(), "socket already shut down");
+        }
+    }
+}
+
+/// After a session has ended: gives its socket `grace` to send the close
+/// frame and close normally, then cuts it, and lets go of the handle.
+pub fn release(socket: Option<ConnSocket>, grace: Duration) {
+    let Some(socket) = socket else { return };
+    actix_web::rt::spawn(async move {
+        tokio::time::sleep(grace).await;
+        socket.cut();
+    });
 }

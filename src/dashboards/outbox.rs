@@ -6,13 +6,18 @@
 //! memory grows with the fleet, not with time. Control frames (hello,
 //! snapshots, errors, pongs) are queued in order, at most
 //! `dashboard.max_control_frames` of them; a dashboard that lets more pile up
-//! is closed. `queued_bytes` counts what waits here and what the writer has
-//! taken but the socket has not yet accepted.
+//! is closed. `queued_bytes` counts what waits here, what the writer has
+//! taken and not yet handed to the socket, and the frames handed to the
+//! socket that its HTTP layer has not taken yet ([`Outbox::frame`]): the
+//! writer keeps that last part within a byte budget, so a dashboard that
+//! stops reading holds a bounded number of bytes whatever the send rate.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use actix_web::web::Bytes;
+use bytestring::ByteString;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -68,12 +73,17 @@ pub struct Batch {
 pub struct Outbox {
     state: Mutex<State>,
     notify: Notify,
+    /// Bytes of frames handed to the socket that its HTTP layer has not taken.
+    unsent: AtomicUsize,
+    /// Wakes a writer waiting for room in its byte budget.
+    taken: Notify,
     /// Hub-wide count of bytes waiting in all outboxes.
     total_bytes: Arc<AtomicUsize>,
     max_control_frames: usize,
 }
 
-const STATUS_BYTES: usize = 64;
+/// What one pending status change is counted as.
+pub const STATUS_BYTES: usize = 64;
 
 impl Outbox {
     /// Counts its bytes into `total_bytes` too; holds at most
@@ -82,6 +92,8 @@ impl Outbox {
         Self {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
+            unsent: AtomicUsize::new(0),
+            taken: Notify::new(),
             total_bytes,
             max_control_frames,
         }
@@ -202,7 +214,7 @@ impl Outbox {
         batch
     }
 
-    /// The writer handed a taken batch to the socket (or gave up on it).
+    /// The writer handed part of a taken batch to the socket (or gave up on it).
     pub fn release(&self, bytes: usize) {
         let mut state = self.state.lock();
         let bytes = bytes.min(state.in_flight);
@@ -210,10 +222,75 @@ impl Outbox {
         self.total_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    /// Bytes waiting in this outbox, in flight included.
+    /// A frame for the socket, counted as unsent until the HTTP layer has
+    /// taken it (copied it into its write buffer and dropped it).
+    pub fn frame(self: &Arc<Self>, text: String) -> ByteString {
+        let len = text.len();
+        self.unsent.fetch_add(len, Ordering::Relaxed);
+        self.total_bytes.fetch_add(len, Ordering::Relaxed);
+        let owner = UnsentFrame {
+            text,
+            outbox: Arc::clone(self),
+        };
+        ByteString::try_from(Bytes::from_owner(owner)).unwrap_or_else(|_| {
+            // A `String` is UTF-8; this is unreachable, and harmless if not.
+            ByteString::from_static("")
+        })
+    }
+
+    /// Waits until a frame of `len` bytes fits in the budget of `max_unsent`
+    /// unsent bytes. A frame larger than the whole budget waits until
+    /// nothing else is unsent.
+    pub async fn room_for(&self, len: usize, max_unsent: usize) {
+        loop {
+            let taken = self.taken.notified();
+            tokio::pin!(taken);
+            // Registered before the check, so a frame taken in between wakes us.
+            taken.as_mut().enable();
+            let unsent = self.unsent.load(Ordering::Relaxed);
+            if unsent == 0 || unsent.saturating_add(len) <= max_unsent {
+                return;
+            }
+            taken.await;
+        }
+    }
+
+    /// Bytes handed to the socket that its HTTP layer has not taken yet.
+    pub fn unsent_bytes(&self) -> usize {
+        self.unsent.load(Ordering::Relaxed)
+    }
+
+    /// Bytes waiting in this outbox, in flight and unsent included.
     pub fn queued_bytes(&self) -> usize {
         let state = self.state.lock();
-        state.bytes + state.in_flight
+        state.bytes + state.in_flight + self.unsent.load(Ordering::Relaxed)
+    }
+
+    /// The close asked for, if any.
+    pub fn closing(&self) -> Option<Close> {
+        self.state.lock().close
+    }
+}
+
+/// A frame's text while the socket holds it; dropped when the HTTP layer has
+/// copied it out (or the connection went), which gives its bytes back.
+struct UnsentFrame {
+    text: String,
+    outbox: Arc<Outbox>,
+}
+
+impl AsRef<[u8]> for UnsentFrame {
+    fn as_ref(&self) -> &[u8] {
+        self.text.as_bytes()
+    }
+}
+
+impl Drop for UnsentFrame {
+    fn drop(&mut self) {
+        let len = self.text.len();
+        self.outbox.unsent.fetch_sub(len, Ordering::Relaxed);
+        self.outbox.total_bytes.fetch_sub(len, Ordering::Relaxed);
+        self.outbox.taken.notify_waiters();
     }
 }
 
@@ -351,6 +428,30 @@ mod tests {
             Some(Close::UNREAD),
             "and the dashboard is closed"
         );
+    }
+
+    #[tokio::test]
+    async fn unsent_frames_count_until_taken_and_bound_the_writer() {
+        let (o, total) = outbox();
+        let o = Arc::new(o);
+        let first = o.frame("x".repeat(600));
+        assert_eq!(o.unsent_bytes(), 600);
+        assert_eq!(o.queued_bytes(), 600);
+        assert_eq!(total.load(Ordering::Relaxed), 600);
+        // Room for 400 more within 1000: at once; for 500 more: only once taken.
+        o.room_for(400, 1000).await;
+        let waiting = tokio::spawn({
+            let o = Arc::clone(&o);
+            async move { o.room_for(500, 1000).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(first);
+        waiting.await.unwrap();
+        assert_eq!(o.unsent_bytes(), 0);
+        assert_eq!(total.load(Ordering::Relaxed), 0);
+        // A frame over the whole budget goes when nothing else is unsent.
+        o.room_for(5000, 1000).await;
     }
 
     #[test]

@@ -16,13 +16,10 @@ use super::writer::{self, WriterSettings};
 use crate::app_state::AppState;
 use crate::auth::{Identity, Role};
 use crate::domain::{BBox, Timestamp};
-use crate::http_api::admission::ConnectionSlot;
 use crate::ingest::rate_limit::{limiter, quota};
 use crate::live::{DashboardEntry, DriverRow};
 use crate::metrics as m;
-use crate::protocol::{
-    Close, DashboardFrame, DashboardOut, ErrorCode, MAX_SUBSCRIPTION_ID, to_json,
-};
+use crate::protocol::{Close, DashboardFrame, DashboardOut, DashboardRequest, ErrorCode, to_json};
 use crate::ws;
 
 /// How long a closing reader waits for its writer to send the close frame.
@@ -37,7 +34,11 @@ pub async fn connect(
     let max_frame = state.settings.dashboard.max_frame_bytes;
     let roles = [Role::Dispatcher, Role::Admin];
     let ws = ws::upgrade(&req, body, &state, &roles, max_frame)?;
-    actix_web::rt::spawn(run(state, ws.identity, ws.session, ws.stream, ws.slot));
+    let held = ws::Held {
+        slot: ws.slot,
+        socket: ws::ConnSocket::of(&req),
+    };
+    actix_web::rt::spawn(run(state, ws.identity, ws.session, ws.stream, held));
     Ok(ws.response)
 }
 
@@ -46,8 +47,7 @@ async fn run(
     identity: Identity,
     session: Session,
     stream: AggregatedMessageStream,
-    // Held until the session has ended: its place under the connection caps.
-    _slot: ConnectionSlot,
+    held: ws::Held,
 ) {
     let dash = state
         .subscriptions
@@ -79,6 +79,14 @@ async fn run(
     reader.serve(stream, identity.expires_at, writer).await;
     state.subscriptions.remove_dashboard(&dash);
     m::connection_closed("dashboard");
+    // A dashboard closed for not reading gets `dashboard.close_grace_secs`
+    // to take its close frame (behind what was in flight); any other, a
+    // short grace.
+    let grace = match dash.outbox.closing() {
+        Some(Close::TOO_SLOW) => Duration::from_secs(settings.close_grace_secs),
+        _ => ws::RELEASE_GRACE,
+    };
+    ws::release(held.socket, grace);
 }
 
 struct Reader {
@@ -166,44 +174,18 @@ impl Reader {
     }
 
     fn on_text(&mut self, text: &str) -> bool {
-        let frame: DashboardFrame = match serde_json::from_str(text) {
-            Ok(frame) => frame,
-            Err(e) => return self.reject(ErrorCode::BadJson, &e.to_string()),
-        };
-        match frame.kind.as_deref() {
-            Some("subscribe") => self.subscribe(frame),
-            Some("unsubscribe") => match valid_id(frame.id.as_deref()) {
-                Some(id) => {
-                    self.state.subscriptions.unsubscribe(&self.dash, id);
-                    true
-                }
-                None => self.reject(ErrorCode::InvalidId, "`id` must be 1 to 64 bytes"),
-            },
-            Some(other) => {
-                let message = format!("unknown message type `{other}` (subscribe or unsubscribe)");
-                self.reject(ErrorCode::UnknownType, &message)
+        let request = DashboardFrame::decode(text).and_then(|frame| match frame.request() {
+            Ok(DashboardRequest::Subscribe { id, bbox }) => Ok(self.subscribe(id, bbox)),
+            Ok(DashboardRequest::Unsubscribe { id }) => {
+                self.state.subscriptions.unsubscribe(&self.dash, id);
+                Ok(true)
             }
-            None => self.reject(ErrorCode::UnknownType, "a `type` field is required"),
-        }
+            Err(e) => Err(e),
+        });
+        request.unwrap_or_else(|e| self.reject(e.code, &e.message))
     }
 
-    fn subscribe(&mut self, frame: DashboardFrame) -> bool {
-        let Some(id) = valid_id(frame.id.as_deref()) else {
-            return self.reject(ErrorCode::InvalidId, "`id` must be 1 to 64 bytes");
-        };
-        let bbox = match frame.bbox.as_deref() {
-            Some(&[w, s, e, n]) => BBox::new(w, s, e, n),
-            _ => {
-                return self.reject(
-                    ErrorCode::InvalidBbox,
-                    "`bbox` must be [west, south, east, north]",
-                );
-            }
-        };
-        let bbox = match bbox {
-            Ok(b) => b,
-            Err(e) => return self.reject(ErrorCode::InvalidBbox, &e.to_string()),
-        };
+    fn subscribe(&mut self, id: &str, bbox: BBox) -> bool {
         let max = self.state.settings.dashboard.max_subscriptions;
         if self
             .state
@@ -229,10 +211,6 @@ impl Reader {
         }
         true
     }
-}
-
-fn valid_id(id: Option<&str>) -> Option<&str> {
-    id.filter(|id| !id.is_empty() && id.len() <= MAX_SUBSCRIPTION_ID)
 }
 
 fn snapshot_frame(id: &str, mut rows: Vec<DriverRow>) -> String {

@@ -22,7 +22,6 @@ use crate::app_state::AppState;
 use crate::auth::{DriverIdentity, Role};
 use crate::domain::{DriverKey, Seq, Timestamp};
 use crate::http_api::ApiError;
-use crate::http_api::admission::ConnectionSlot;
 use crate::live::{ConnId, DriverHandle, LiveDriver, Status, next_id};
 use crate::metrics as m;
 use crate::protocol::{Close, DriverFrame, DriverOut, ErrorCode, WireFix, to_json};
@@ -42,7 +41,11 @@ pub async fn connect(
     let hard_limit = state.settings.ws.hard_frame_limit_bytes;
     let ws = ws::upgrade(&req, body, &state, &[Role::Driver], hard_limit)?;
     let me = driver_of(&ws.identity).map_err(ApiError::from)?;
-    actix_web::rt::spawn(run(state, me, ws.session, ws.stream, ws.slot));
+    let held = ws::Held {
+        slot: ws.slot,
+        socket: ws::ConnSocket::of(&req),
+    };
+    actix_web::rt::spawn(run(state, me, ws.session, ws.stream, held));
     Ok(ws.response)
 }
 
@@ -76,8 +79,7 @@ async fn run(
     me: DriverIdentity,
     session: Session,
     stream: AggregatedMessageStream,
-    // Held until the session has ended: its place under the connection caps.
-    _slot: ConnectionSlot,
+    held: ws::Held,
 ) {
     let (stop, stopped) = oneshot::channel();
     let conn = next_id();
@@ -110,6 +112,8 @@ async fn run(
         actor.serve(stream, stopped).await
     };
     actor.finish(exit).await;
+    // A peer that reads nothing must not keep the socket: it goes after a grace.
+    ws::release(held.socket, ws::RELEASE_GRACE);
 }
 
 impl DriverActor {

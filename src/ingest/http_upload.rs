@@ -7,19 +7,14 @@
 //! `ws.max_frame_bytes` inflated, the same bound as a driver's frame).
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::pipeline::{Refusal, Source, driver_of};
 use crate::app_state::AppState;
 use crate::auth::Role;
 use crate::domain::Seq;
 use crate::http_api::{ApiError, body};
-use crate::protocol::{ErrorCode, WireFix};
-
-#[derive(Deserialize)]
-struct Body {
-    items: Vec<WireFix>,
-}
+use crate::protocol::{ErrorCode, UploadBody};
 
 #[derive(Serialize)]
 struct Answer {
@@ -54,12 +49,7 @@ pub async fn positions(
     let identity = state.auth.authorize(&req, &[Role::Driver])?;
     let me = driver_of(&identity)?;
     let body = body::read_bounded(&req, payload, state.settings.ws.max_frame_bytes).await?;
-    let body: Body = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            ErrorCode::BadJson,
-            format!("expected {{\"items\":[...]}}: {e}"),
-        )
-    })?;
+    let body = UploadBody::parse(&body).map_err(|e| ApiError::new(ErrorCode::BadJson, e))?;
     let live = state.pipeline.source_entry(&me);
     let source = Source {
         me: &me,

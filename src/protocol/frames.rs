@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::ErrorCode;
-use crate::domain::{Position, PositionError, Seq, TimeWindow, Timestamp};
+use crate::domain::{BBox, Position, PositionError, Seq, TimeWindow, Timestamp};
 
 /// Longest subscription id a dashboard may use, in bytes.
 pub const MAX_SUBSCRIPTION_ID: usize = 64;
@@ -98,6 +98,20 @@ impl DriverFrame<'_> {
     }
 }
 
+/// The body of `POST /api/v1/positions`: `{"items":[fix, ...]}`, the items
+/// as in a driver's `batch`.
+#[derive(Debug, Deserialize)]
+pub struct UploadBody {
+    pub items: Vec<WireFix>,
+}
+
+impl UploadBody {
+    /// Reads an upload body; the error names what was expected.
+    pub fn parse(body: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(body).map_err(|e| format!("expected {{\"items\":[...]}}: {e}"))
+    }
+}
+
 /// A frame from a dashboard.
 #[derive(Debug, Deserialize)]
 pub struct DashboardFrame<'a> {
@@ -105,6 +119,72 @@ pub struct DashboardFrame<'a> {
     pub kind: Option<Cow<'a, str>>,
     pub id: Option<String>,
     pub bbox: Option<Vec<f64>>,
+}
+
+/// What a dashboard asks for, once its frame is checked.
+#[derive(Debug, PartialEq)]
+pub enum DashboardRequest<'a> {
+    Subscribe { id: &'a str, bbox: BBox },
+    Unsubscribe { id: &'a str },
+}
+
+/// Why a dashboard frame was refused: the code and message of its error frame.
+#[derive(Debug, PartialEq)]
+pub struct FrameError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl FrameError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl DashboardFrame<'_> {
+    /// Reads a dashboard's text frame into a checked request.
+    pub fn decode(text: &str) -> Result<DashboardFrame<'_>, FrameError> {
+        serde_json::from_str(text).map_err(|e| FrameError::new(ErrorCode::BadJson, e.to_string()))
+    }
+
+    /// The request this frame makes: its `type`, a valid `id`, a valid `bbox`.
+    pub fn request(&self) -> Result<DashboardRequest<'_>, FrameError> {
+        let id = || {
+            self.id
+                .as_deref()
+                .filter(|id| !id.is_empty() && id.len() <= MAX_SUBSCRIPTION_ID)
+                .ok_or_else(|| {
+                    let message = format!("`id` must be 1 to {MAX_SUBSCRIPTION_ID} bytes");
+                    FrameError::new(ErrorCode::InvalidId, message)
+                })
+        };
+        match self.kind.as_deref() {
+            Some("subscribe") => {
+                let id = id()?;
+                let bbox = match self.bbox.as_deref() {
+                    Some(&[w, s, e, n]) => BBox::new(w, s, e, n)
+                        .map_err(|e| FrameError::new(ErrorCode::InvalidBbox, e.to_string()))?,
+                    _ => {
+                        let message = "`bbox` must be [west, south, east, north]";
+                        return Err(FrameError::new(ErrorCode::InvalidBbox, message));
+                    }
+                };
+                Ok(DashboardRequest::Subscribe { id, bbox })
+            }
+            Some("unsubscribe") => Ok(DashboardRequest::Unsubscribe { id: id()? }),
+            Some(other) => {
+                let message = format!("unknown message type `{other}` (subscribe or unsubscribe)");
+                Err(FrameError::new(ErrorCode::UnknownType, message))
+            }
+            None => Err(FrameError::new(
+                ErrorCode::UnknownType,
+                "a `type` field is required",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -193,6 +273,34 @@ mod tests {
             .validate(&window, Timestamp::from_millis(1_000))
             .unwrap_err();
         assert_eq!(err.seq, Some(7));
+    }
+
+    #[test]
+    fn dashboard_frames_decode_into_checked_requests() {
+        let f = DashboardFrame::decode(r#"{"type":"subscribe","id":"m","bbox":[-78,-13,-76,-11]}"#)
+            .unwrap();
+        assert!(matches!(
+            f.request(),
+            Ok(DashboardRequest::Subscribe { id: "m", .. })
+        ));
+        let f = DashboardFrame::decode(r#"{"type":"subscribe","id":"m","bbox":[1,2]}"#).unwrap();
+        assert_eq!(f.request().unwrap_err().code, ErrorCode::InvalidBbox);
+        let f = DashboardFrame::decode(r#"{"type":"unsubscribe","id":""}"#).unwrap();
+        assert_eq!(f.request().unwrap_err().code, ErrorCode::InvalidId);
+        let f = DashboardFrame::decode(r#"{"id":"m"}"#).unwrap();
+        assert_eq!(f.request().unwrap_err().code, ErrorCode::UnknownType);
+        assert_eq!(
+            DashboardFrame::decode("{").unwrap_err().code,
+            ErrorCode::BadJson
+        );
+    }
+
+    #[test]
+    fn an_upload_body_is_items() {
+        let body = UploadBody::parse(br#"{"items":[{"seq":1,"ts":5,"lat":0,"lon":0}]}"#).unwrap();
+        assert_eq!(body.items.len(), 1);
+        let err = UploadBody::parse(b"[]").unwrap_err();
+        assert!(err.starts_with("expected {\"items\":[...]}"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod views;
 
 pub use codes::{Close, ErrorCode};
 pub use frames::{
-    DashboardFrame, DashboardOut, DriverFrame, DriverOut, FixError, MAX_SEQ, MAX_SUBSCRIPTION_ID,
-    WireFix, to_json,
+    DashboardFrame, DashboardOut, DashboardRequest, DriverFrame, DriverOut, FixError, FrameError,
+    MAX_SEQ, MAX_SUBSCRIPTION_ID, UploadBody, WireFix, to_json,
 };
 pub use views::driver_view;

@@ -27,7 +27,10 @@ pub fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Resu
             .wrap(access_log())
             .configure(http_api::routes)
     })
-    .on_connect(move |conn, _| limit_send_buffer(conn, send_buffer))
+    .on_connect(move |conn, data| {
+        limit_send_buffer(conn, send_buffer);
+        crate::ws::ConnSocket::keep(conn, data);
+    })
     // Frames are small and each is due now: Nagle's algorithm would hold one
     // back until the peer acknowledges the previous one (up to its 40 ms
     // delayed ACK).

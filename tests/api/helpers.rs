@@ -362,3 +362,163 @@ impl DashboardClient {
 pub fn item_of<'a>(items: &'a [Value], driver: &str) -> Option<&'a Value> {
     items.iter().find(|i| i["driver"] == driver)
 }
+
+// ---- the real binary as a child process ----
+
+/// The built `fleethub` binary (or the one `FLEETHUB_TEST_BIN` names, e.g. an
+/// older build to compare with) as a child process on its own port and
+/// database: for what must be measured on the hub process alone, its sockets
+/// and its memory.
+pub struct ChildHub {
+    child: tokio::process::Child,
+    pub port: u16,
+    auth: Authenticator,
+    _db: TestDb,
+}
+
+impl ChildHub {
+    /// Starts the hub with the test secret, a fresh database and `env` on
+    /// top; returns once it answers `/healthz`.
+    pub async fn start(env: &[(&str, &str)]) -> ChildHub {
+        let db = TestDb::create().await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let bin = std::env::var("FLEETHUB_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_fleethub").to_owned());
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.arg("serve")
+            .env("DATABASE_URL", db.url())
+            .env("FLEETHUB_LISTEN", format!("127.0.0.1:{port}"))
+            .env("FLEETHUB_JWT_SECRET", SECRET)
+            .env("FLEETHUB_NODE_ID", "child-hub")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true);
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let hub = ChildHub {
+            child: cmd.spawn().expect("the fleethub binary starts"),
+            port,
+            auth: Authenticator::new(SECRET.as_bytes()),
+            _db: db,
+        };
+        let http = reqwest::Client::new();
+        let healthz = hub.url("/healthz");
+        let start = tokio::time::Instant::now();
+        loop {
+            if let Ok(res) = http.get(&healthz).send().await
+                && res.status().is_success()
+            {
+                return hub;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the hub process did not answer /healthz"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the hub process is running")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn ws_url(&self, path: &str, token: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}?access_token={token}", self.port)
+    }
+
+    pub fn token(&self, role: Role, sub: &str, fleet: Option<&str>) -> String {
+        self.auth
+            .issue(sub, role, fleet, Duration::from_secs(3600))
+            .expect("token")
+    }
+
+    /// The connections the hub process holds: every socket descriptor it
+    /// has but its listener and its own outgoing connections (PostgreSQL),
+    /// so a socket already closed on the wire but still held counts too, and
+    /// a duplicated descriptor counts once.
+    pub fn connections(&self) -> usize {
+        let others = other_sockets(self.port);
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) else {
+            return 0;
+        };
+        let held: std::collections::HashSet<u64> = fds
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter_map(|link| socket_inode(&link.to_string_lossy()))
+            .filter(|inode| !others.contains(inode))
+            .collect();
+        held.len()
+    }
+
+    /// Waits until the hub holds `n` connections on its port.
+    pub async fn connections_back_to(&self, n: usize, what: &str) {
+        let start = tokio::time::Instant::now();
+        loop {
+            let now = self.connections();
+            if now == n {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{what}: the hub holds {now} connections on its port, {n} expected"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// `socket:[12345]` → 12345.
+fn socket_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Inodes of the sockets that are not connections to `port`: the listener
+/// on it, TCP sockets with another local port (outgoing), UDP and Unix ones.
+fn other_sockets(port: u16) -> std::collections::HashSet<u64> {
+    const LISTEN: &str = "0A";
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local_port = cols
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            let listening = cols.get(3) == Some(&LISTEN);
+            if let Some(inode) = cols.get(9).and_then(|i| i.parse::<u64>().ok())
+                && (local_port != Some(port) || listening)
+            {
+                inodes.insert(inode);
+            }
+        }
+    }
+    for (table, column) in [
+        ("/proc/net/udp", 9),
+        ("/proc/net/udp6", 9),
+        ("/proc/net/unix", 6),
+    ] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if let Some(inode) = cols.get(column).and_then(|i| i.parse::<u64>().ok()) {
+                inodes.insert(inode);
+            }
+        }
+    }
+    inodes
+}

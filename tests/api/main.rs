@@ -7,6 +7,7 @@ mod driver;
 mod fleets;
 mod helpers;
 mod hostile_http;
+mod hostile_ws;
 mod http;
 mod ingest_paths;
 mod proxy;
