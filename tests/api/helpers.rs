@@ -445,16 +445,16 @@ impl ChildHub {
     /// so a socket already closed on the wire but still held counts too, and
     /// a duplicated descriptor counts once.
     pub fn connections(&self) -> usize {
-        let others = other_sockets(self.port);
         let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) else {
             return 0;
         };
         let held: std::collections::HashSet<u64> = fds
             .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
             .filter_map(|link| socket_inode(&link.to_string_lossy()))
-            .filter(|inode| !others.contains(inode))
             .collect();
-        held.len()
+        // Read after the descriptors, so a socket the hub opened meanwhile
+        // (a database connection, say) is not taken for one on its port.
+        held.intersection(&connections_on(self.port)).count()
     }
 
     /// Waits until the hub holds `n` connections on its port.
@@ -482,9 +482,8 @@ fn socket_inode(link: &str) -> Option<u64> {
         .ok()
 }
 
-/// Inodes of the sockets that are not connections to `port`: the listener
-/// on it, TCP sockets with another local port (outgoing), UDP and Unix ones.
-fn other_sockets(port: u16) -> std::collections::HashSet<u64> {
+/// The inodes of the TCP connections (not the listener) on local `port`.
+fn connections_on(port: u16) -> std::collections::HashSet<u64> {
     const LISTEN: &str = "0A";
     let mut inodes = std::collections::HashSet::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
@@ -499,23 +498,9 @@ fn other_sockets(port: u16) -> std::collections::HashSet<u64> {
                 .and_then(|p| u16::from_str_radix(p, 16).ok());
             let listening = cols.get(3) == Some(&LISTEN);
             if let Some(inode) = cols.get(9).and_then(|i| i.parse::<u64>().ok())
-                && (local_port != Some(port) || listening)
+                && local_port == Some(port)
+                && !listening
             {
-                inodes.insert(inode);
-            }
-        }
-    }
-    for (table, column) in [
-        ("/proc/net/udp", 9),
-        ("/proc/net/udp6", 9),
-        ("/proc/net/unix", 6),
-    ] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if let Some(inode) = cols.get(column).and_then(|i| i.parse::<u64>().ok()) {
                 inodes.insert(inode);
             }
         }
