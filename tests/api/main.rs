@@ -7,6 +7,7 @@ mod driver;
 mod helpers;
 mod http;
 mod proxy;
+mod roundtrip;
 mod simulated_fleet;
 mod slow_dashboard;
 mod trails;
