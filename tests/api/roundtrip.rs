@@ -1,7 +1,8 @@
 //! Coordinates come back exactly as sent. Fixes at full double precision go in
-//! over the WebSocket and over `POST /api/v1/positions`, and every double
-//! reads back bit for bit through the trail API, the dashboard's `positions`
-//! frames and a subscription's `snapshot`, on PostgreSQL and on SQLite.
+//! over the WebSocket and over `POST /api/v1/positions`, in batches and one at
+//! a time, and every double reads back bit for bit through the trail API, the
+//! dashboard's `positions` frames and a subscription's `snapshot`, on
+//! PostgreSQL and on SQLite.
 //!
 //! The shortest decimal of a random double often has 17 significant digits,
 //! and a JSON parser that is not round-trip exact reads some of those as the
@@ -17,6 +18,8 @@ use fleethub::auth::Role;
 /// Fixes per driver: enough that some of their doubles are ones an inexact
 /// parser gets wrong (about 6 % of random doubles).
 const FIXES: u64 = 300;
+/// Fixes per driver sent one at a time and each awaited on the dashboard.
+const LIVE: usize = 100;
 /// Items per WebSocket `batch` frame, well inside the frame size limit.
 const PER_FRAME: usize = 100;
 /// A double the default (not round-trip) parser reads as its neighbour.
@@ -184,10 +187,41 @@ async fn full_precision_fixes_come_back_bit_for_bit(app: TestApp) {
         check_items(&items, "ws-driver", &over_ws) + check_items(&items, "http-driver", &over_http);
     assert!(checked >= 2, "each driver's last fix reached the dashboard");
 
+    // A batch shows a dashboard only its newest fix per driver: live fixes,
+    // one at a time, reach it every one.
+    let live_ws = fixes(3, start);
+    let live_http = fixes(4, start);
+    let mut d = app.driver("ws-live", "acme").await;
+    let http_live = app.token(Role::Driver, "http-live", Some("acme"));
+    for (ws_fix, http_fix) in live_ws.iter().zip(&live_http).take(LIVE) {
+        let mut frame = ws_fix.to_json();
+        frame["type"] = json!("pos");
+        d.client.send(&frame).await;
+        let items = dash.items_until_ts("ws-live", ws_fix.ts).await;
+        assert!(check_items(&items, "ws-live", &live_ws) >= 1);
+
+        let res = app
+            .http
+            .post(app.url("/api/v1/positions"))
+            .bearer_auth(&http_live)
+            .json(&json!({ "items": [http_fix.to_json()] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let items = dash.items_until_ts("http-live", http_fix.ts).await;
+        assert!(check_items(&items, "http-live", &live_http) >= 1);
+    }
+
     // A new subscription's snapshot: each driver's last fix.
     let snapshot = dash.subscribe("again", [-180.0, -90.0, 180.0, 90.0]).await;
     let drivers = snapshot["drivers"].as_array().expect("drivers");
-    for (driver, sent) in [("ws-driver", &over_ws), ("http-driver", &over_http)] {
+    for (driver, sent) in [
+        ("ws-driver", &over_ws[..]),
+        ("http-driver", &over_http[..]),
+        ("ws-live", &live_ws[..LIVE]),
+        ("http-live", &live_http[..LIVE]),
+    ] {
         let view = item_of(drivers, driver).unwrap_or_else(|| panic!("{driver} in {snapshot}"));
         let last = sent.last().unwrap();
         assert_eq!(view["ts"], last.ts);
