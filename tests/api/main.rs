@@ -11,6 +11,7 @@ mod hostile_ws;
 mod http;
 mod ingest_paths;
 mod proxy;
+mod roundtrip;
 mod simulated_fleet;
 mod slow_dashboard;
 mod trails;
