@@ -21,7 +21,7 @@ use bytestring::ByteString;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::domain::{DriverId, DriverKey};
+use crate::domain::DriverKey;
 use crate::live::{LiveUpdate, Status};
 use crate::protocol::Close;
 
@@ -62,7 +62,7 @@ struct State {
 #[derive(Default)]
 pub struct Batch {
     pub control: Vec<Control>,
-    pub statuses: Vec<(DriverId, Status)>,
+    pub statuses: Vec<(DriverKey, Status)>,
     /// Newest first.
     pub positions: Vec<Arc<LiveUpdate>>,
     pub close: Option<Close>,
@@ -184,12 +184,7 @@ impl Outbox {
         let mut state = self.state.lock();
         let mut batch = Batch {
             control: state.control.drain(..).collect(),
-            // The status frame names the driver by id (the writer's format).
-            statuses: state
-                .statuses
-                .drain()
-                .map(|(key, status)| (key.driver().clone(), status))
-                .collect(),
+            statuses: state.statuses.drain().collect(),
             close: state.close,
             ..Batch::default()
         };
@@ -326,7 +321,7 @@ fn take_newest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{FleetId, Timestamp};
+    use crate::domain::{DriverId, FleetId, Timestamp};
 
     const MAX_CONTROL_FRAMES: usize = 64;
 

@@ -132,9 +132,10 @@ impl Writer {
                 return sent;
             }
         }
-        for (driver, status) in batch.statuses {
+        for (key, status) in batch.statuses {
             let frame = to_json(&DashboardOut::Status {
-                driver: driver.as_str(),
+                driver: key.driver().as_str(),
+                fleet: key.fleet().as_str(),
                 status: status.as_str(),
             });
             let sent = self.send_text(frame).await;

@@ -223,6 +223,7 @@ pub enum DashboardOut<'a> {
     },
     Status {
         driver: &'a str,
+        fleet: &'a str,
         status: &'a str,
     },
     Error {

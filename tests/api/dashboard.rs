@@ -114,6 +114,7 @@ async fn a_driver_that_disconnects_is_shown_offline() {
     drop(d);
     let status = dash.client.next_of("status").await;
     assert_eq!(status["driver"], "d1");
+    assert_eq!(status["fleet"], "acme", "a driver is its fleet and its id");
     assert_eq!(status["status"], "offline");
 }
 
