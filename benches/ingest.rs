@@ -10,16 +10,21 @@
 //! a second), `INGEST_QUEUE` (100000), `INGEST_FLUSH_ROWS` (50000),
 //! `INGEST_FLUSH_MS` (20), `INGEST_ROUNDS` (2): the defaults are the
 //! hub's.
+//!
+//! `INGEST_STORE=sqlite` runs the writer into the embedded SQLite store
+//! instead (a fresh file per round, the hub's default pool size), with no
+//! `COPY` to compare with.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use tokio_util::sync::CancellationToken;
 
+use fleethub::config::Settings;
 use fleethub::config::TrailSettings;
 use fleethub::domain::{DriverId, FleetId, Position, Timestamp, TrailPoint};
-use fleethub::trails::{PgTrailStore, TrailWriter};
+use fleethub::trails::{PgTrailStore, SqliteTrailStore, TrailStore, TrailWriter};
 
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -107,7 +112,7 @@ async fn raw_copy(store: &PgTrailStore, text: &[u8]) -> Duration {
 /// Submits every row through the writer (refused submissions wait for room
 /// and retry, as a driver would resend) and waits for the last ack.
 async fn through_writer(
-    store: Arc<PgTrailStore>,
+    store: Arc<dyn TrailStore>,
     points: &[TrailPoint],
     batch: usize,
 ) -> (Duration, usize) {
@@ -196,12 +201,51 @@ async fn bench(db_url: &str) {
     }
 }
 
+/// The writer into a fresh SQLite file per round, with the hub's default pool.
+async fn bench_sqlite() {
+    let (drivers, per_driver) = (knob("INGEST_DRIVERS", 2000), knob("INGEST_PER_DRIVER", 250));
+    let batch = knob("INGEST_BATCH", 1).max(1);
+    let pool = Settings::load_from(None, std::iter::empty())
+        .unwrap()
+        .database
+        .max_connections;
+    let points = rows(drivers, per_driver);
+    let n = points.len();
+    println!(
+        "ingest into SQLite: {n} positions ({drivers} drivers x {per_driver}), {batch} per submission, pool of {pool}"
+    );
+    for round in 1..=knob("INGEST_ROUNDS", 2) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trails.db");
+        let store = SqliteTrailStore::open(&path, pool).await.unwrap();
+        store.migrate().await.unwrap();
+        let (writer, refusals) = through_writer(Arc::new(store), &points, batch).await;
+        let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM positions")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(stored, n as i64);
+        println!(
+            "round {round}: TrailWriter into SQLite, durable acks {:>9.0} positions/s ({:.2} s, {refusals} refusals)",
+            rate(n, writer),
+            writer.as_secs_f64(),
+        );
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; this harness takes no arguments.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
+    if std::env::var("INGEST_STORE").is_ok_and(|s| s == "sqlite") {
+        rt.block_on(bench_sqlite());
+        return;
+    }
     rt.block_on(async {
         let name = format!("fleethub_bench_{:08x}", rand::random::<u32>());
         let mut admin = PgConnection::connect(ADMIN_URL)
