@@ -321,15 +321,12 @@ fn take_newest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{DriverId, FleetId, Timestamp};
+    use crate::domain::Timestamp;
 
     const MAX_CONTROL_FRAMES: usize = 64;
 
     fn key(fleet: &str, driver: &str) -> DriverKey {
-        DriverKey::new(
-            FleetId::parse(fleet).unwrap(),
-            DriverId::parse(driver).unwrap(),
-        )
+        DriverKey::of(fleet, driver)
     }
 
     fn update(driver: &str, ts: i64) -> Arc<LiveUpdate> {

@@ -36,15 +36,22 @@ impl fmt::Display for DriverKey {
     }
 }
 
+/// `DriverKey::of("acme", "d1")`, for unit tests.
+#[cfg(test)]
+impl DriverKey {
+    pub(crate) fn of(fleet: &str, driver: &str) -> Self {
+        let fleet = FleetId::parse(fleet).expect("a valid fleet id");
+        let driver = DriverId::parse(driver).expect("a valid driver id");
+        Self::new(fleet, driver)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn key(fleet: &str, driver: &str) -> DriverKey {
-        DriverKey::new(
-            FleetId::parse(fleet).unwrap(),
-            DriverId::parse(driver).unwrap(),
-        )
+        DriverKey::of(fleet, driver)
     }
 
     #[test]

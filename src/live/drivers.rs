@@ -229,14 +229,10 @@ pub async fn run_housekeeping(
 mod tests {
     use super::*;
     use crate::cluster::LocalBus;
-    use crate::domain::{DriverId, FleetId};
     use crate::live::{DriverHandle, Subscriptions};
 
     fn key(fleet: &str, driver: &str) -> DriverKey {
-        DriverKey::new(
-            FleetId::parse(fleet).expect("a valid fleet"),
-            DriverId::parse(driver).expect("a valid id"),
-        )
+        DriverKey::of(fleet, driver)
     }
 
     fn drivers() -> LiveDrivers {

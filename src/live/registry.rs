@@ -67,13 +67,9 @@ impl DriverRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{DriverId, FleetId};
 
     fn key(fleet: &str, driver: &str) -> DriverKey {
-        DriverKey::new(
-            FleetId::parse(fleet).unwrap(),
-            DriverId::parse(driver).unwrap(),
-        )
+        DriverKey::of(fleet, driver)
     }
 
     #[test]

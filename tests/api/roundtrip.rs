@@ -115,7 +115,7 @@ fn check_items(items: &[Value], driver: &str, sent: &[Fix]) -> usize {
 
 async fn trail_is_exact(app: &TestApp, driver: &str, start: i64, sent: &[Fix]) {
     let url = app.url(&format!(
-        "/api/v1/drivers/{driver}/trail?from={start}&limit={FIXES}"
+        "/api/v1/drivers/{driver}/trail?fleet=acme&from={start}&limit={FIXES}"
     ));
     let res = app
         .http
