@@ -159,7 +159,10 @@ export class TrailReplay {
       if (e.name === 'AbortError') return;
       this.setTrail(null);
       if (e instanceof Unauthorized) return this.onUnauthorized();
-      if (e instanceof HttpError && e.status === 404) return this.showMessage('trail.none', { id: driver });
+      // 404: no such driver in the caller's fleet. 400 without a fleet: an
+      // admin asked for an id no fleet on the map has, so no fleet to name.
+      const unknown = e instanceof HttpError && (e.status === 404 || (e.status === 400 && !fleet));
+      if (unknown) return this.showMessage('trail.none', { id: driver });
       if (e instanceof HttpError && (e.status === 501 || e.status === 405)) return this.showMessage('trail.unavailable');
       return this.showMessage('trail.error', { msg: e.message });
     } finally {
