@@ -179,7 +179,7 @@ mod tests {
     }
 
     fn lima() -> BBox {
-        BBox::new(-77.2, -12.3, -76.8, -11.9).expect("a valid box")
+        BBox::new(-77.2, -12.3, -76.8, -12.1).expect("a valid box")
     }
 
     #[test]
