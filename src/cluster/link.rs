@@ -12,7 +12,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{
     AsyncConnectionConfig, Client, Cmd, ConnectionInfo, FromRedisValue, IntoConnectionInfo,
-    Pipeline, ProtocolVersion, PushInfo, RedisResult,
+    Pipeline, ProtocolVersion, PushInfo, RedisResult, Value,
 };
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
@@ -32,10 +32,24 @@ pub enum Conn {
 }
 
 impl Conn {
+    /// Runs a pipeline whose every result is wanted. A cluster cannot take
+    /// one pipeline across shards: there each command goes to its own shard,
+    /// all at once on the multiplexed connections.
     pub async fn query<T: FromRedisValue>(&mut self, pipe: &Pipeline) -> RedisResult<T> {
         match self {
             Conn::Single(c) => pipe.query_async(c).await,
-            Conn::Cluster(c) => pipe.query_async(c).await,
+            Conn::Cluster(c) => {
+                let values = each(c, pipe).await?;
+                Ok(redis::from_redis_value(Value::Array(values))?)
+            }
+        }
+    }
+
+    /// Runs a pipeline for its effects only (its results are dropped).
+    pub async fn exec(&mut self, pipe: &Pipeline) -> RedisResult<()> {
+        match self {
+            Conn::Single(c) => pipe.exec_async(c).await,
+            Conn::Cluster(c) => each(c, pipe).await.map(drop),
         }
     }
 
@@ -89,6 +103,14 @@ impl Conn {
             }
         }
     }
+}
+
+async fn each(conn: &ClusterConnection, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
+    let calls = pipe.cmd_iter().map(|cmd| {
+        let mut conn = conn.clone();
+        async move { cmd.query_async::<Value>(&mut conn).await }
+    });
+    futures_util::future::try_join_all(calls).await
 }
 
 /// Opens connections as the settings say.

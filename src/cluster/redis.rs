@@ -246,7 +246,7 @@ impl RedisBus {
             return;
         };
         let (pipe, messages) = self.build_flush(&batch);
-        match conn.query::<()>(&pipe).await {
+        match conn.exec(&pipe).await {
             Ok(()) => {
                 for (bytes, positions) in messages {
                     m::cluster_published(bytes, positions);
@@ -306,7 +306,7 @@ impl RedisBus {
                 continue;
             };
             messages.push((text.len(), items.len()));
-            pipe.cmd(publish).arg(channel).arg(text).ignore();
+            pipe.cmd(publish).arg(channel).arg(text);
         }
         let writes: Vec<StateWrite<'_>> = batch
             .iter()
@@ -368,32 +368,32 @@ impl RedisBus {
         } else {
             "PUBLISH"
         };
-        let mut pipe = redis::pipe();
-        pipe.cmd("HSET")
+        let mut writes = redis::pipe();
+        writes
+            .cmd("HSET")
             .arg(self.channels.nodes_key())
             .arg(&self.node)
-            .arg(self.nodes.beat_value(beat))
-            .ignore();
-        pipe.cmd(publish)
+            .arg(self.nodes.beat_value(beat));
+        writes
+            .cmd(publish)
             .arg(self.channels.probe(&self.node))
-            .arg("probe")
-            .ignore();
+            .arg("probe");
         let wide_until = now + i64::try_from(self.settings.node_timeout_ms).unwrap_or(i64::MAX);
         for fleet in self.my_wide.read().iter() {
-            pipe.cmd("HSET")
+            writes
+                .cmd("HSET")
                 .arg(self.channels.wide_key())
                 .arg(format!("{fleet} {}", self.node))
-                .arg(wide_until)
-                .ignore();
+                .arg(wide_until);
         }
-        pipe.cmd("HGETALL").arg(self.channels.nodes_key());
-        pipe.cmd("HGETALL").arg(self.channels.fleets_key());
-        pipe.cmd("HGETALL").arg(self.channels.wide_key());
-        let (beats, fleets, wide): (
-            HashMap<String, String>,
-            HashMap<String, i64>,
-            HashMap<String, i64>,
-        ) = conn.query(&pipe).await?;
+        conn.exec(&writes).await?;
+        let mut reads = redis::pipe();
+        reads.cmd("HGETALL").arg(self.channels.nodes_key());
+        reads.cmd("HGETALL").arg(self.channels.fleets_key());
+        reads.cmd("HGETALL").arg(self.channels.wide_key());
+        type Beats = HashMap<String, String>;
+        type Stamps = HashMap<String, i64>;
+        let (beats, fleets, wide): (Beats, Stamps, Stamps) = conn.query(&reads).await?;
 
         for (node, incarnation) in self.nodes.observe(&beats) {
             tracing::info!(%node, incarnation, "cluster: a node is gone; its drivers show offline");
@@ -703,22 +703,26 @@ struct Link {
 impl Link {
     async fn run(self, stop: CancellationToken) {
         let mut failures: u32 = 0;
-        let mut first = true;
+        let mut linked_before = false;
         while !stop.is_cancelled() {
             let started = Instant::now();
-            match self.serve(&stop, first).await {
+            let result = self.serve(&stop, linked_before).await;
+            let was_up = self.bus.up.load(Ordering::Relaxed);
+            match result {
                 Ok(()) => break,
-                Err(e) if first && failures == 0 => {
-                    tracing::warn!(error = %e, "cluster: Redis unreachable; serving this node's own drivers and dashboards until it is back");
-                }
-                Err(e) => {
+                // Said once per outage; the retries are quiet.
+                Err(e) if was_up => {
                     tracing::warn!(error = %e, "cluster: link to Redis lost; serving this node's own drivers and dashboards until it is back")
                 }
+                Err(e) if !linked_before && failures == 0 => {
+                    tracing::warn!(error = %e, "cluster: Redis unreachable; serving this node's own drivers and dashboards until it is")
+                }
+                Err(e) => tracing::debug!(error = %e, "cluster: Redis still unreachable"),
             }
+            linked_before |= was_up;
             self.down();
-            first = false;
             // A link that held a while starts its backoff over.
-            failures = if started.elapsed() > Duration::from_secs(10) {
+            failures = if was_up && started.elapsed() > Duration::from_secs(10) {
                 1
             } else {
                 failures + 1
@@ -739,7 +743,7 @@ impl Link {
     }
 
     /// Connects, subscribes and listens until the link fails or `stop`.
-    async fn serve(&self, stop: &CancellationToken, first: bool) -> Result<(), String> {
+    async fn serve(&self, stop: &CancellationToken, linked_before: bool) -> Result<(), String> {
         let bus = &self.bus;
         let mut commands = bus.connector.commands().await.map_err(|e| e.to_string())?;
         let (mut pubsub, mut pushes) = bus.connector.pubsub().await.map_err(|e| e.to_string())?;
@@ -773,11 +777,11 @@ impl Link {
             .await
             .map_err(|e| e.to_string())?;
         m::cluster_link_up(true);
-        if first {
-            tracing::info!(node = %bus.node, incarnation = bus.incarnation, "cluster: linked through Redis");
-        } else {
+        if linked_before {
             m::cluster_resubscribed();
-            tracing::info!("cluster: link to Redis back; resubscribed");
+            tracing::info!("cluster: link to Redis back; resubscribed and resyncing");
+        } else {
+            tracing::info!(node = %bus.node, incarnation = bus.incarnation, "cluster: linked through Redis");
         }
         self.resync();
         self.listen(stop, &mut pubsub, &mut pushes, &mut current)

@@ -29,7 +29,7 @@ pub struct StateWrite<'a> {
     pub online: bool,
 }
 
-/// Adds the writes of `entries` to `pipe`, grouped by fleet.
+/// Adds the writes of `entries` to `pipe` (run for its effects), grouped by fleet.
 pub fn write(
     pipe: &mut Pipeline,
     channels: &Channels,
@@ -69,14 +69,13 @@ pub fn write(
             records.arg(driver).arg(record);
             seen.arg(now).arg(driver);
         }
-        pipe.add_command(geo).ignore();
-        pipe.add_command(records).ignore();
-        pipe.add_command(seen).ignore();
+        pipe.add_command(geo);
+        pipe.add_command(records);
+        pipe.add_command(seen);
         pipe.cmd("HSET")
             .arg(channels.fleets_key())
             .arg(fleet.as_str())
-            .arg(now)
-            .ignore();
+            .arg(now);
     }
 }
 
@@ -93,6 +92,11 @@ pub async fn read(
     if fleets.is_empty() {
         return Ok(Vec::new());
     }
+    // The heartbeats first: a node that started a moment ago is known alive.
+    let beats: HashMap<String, String> = conn
+        .cmd(redis::cmd("HGETALL").arg(channels.nodes_key()))
+        .await?;
+    nodes.observe(&beats);
     let whole = bbox.crosses_antimeridian() || bbox.east() - bbox.west() > WIDEST_GEO_BOX;
     let mut pipe = redis::pipe();
     for fleet in fleets {
@@ -203,21 +207,14 @@ pub async fn expire(
             continue;
         }
         count += drivers.len();
-        pipe.cmd("ZREM")
-            .arg(channels.seen_key(fleet))
-            .arg(drivers)
-            .ignore();
-        pipe.cmd("ZREM")
-            .arg(channels.geo_key(fleet))
-            .arg(drivers)
-            .ignore();
+        pipe.cmd("ZREM").arg(channels.seen_key(fleet)).arg(drivers);
+        pipe.cmd("ZREM").arg(channels.geo_key(fleet)).arg(drivers);
         pipe.cmd("HDEL")
             .arg(channels.drivers_key(fleet))
-            .arg(drivers)
-            .ignore();
+            .arg(drivers);
     }
     if count > 0 {
-        conn.query::<()>(&pipe).await?;
+        conn.exec(&pipe).await?;
     }
     Ok(count)
 }
