@@ -76,6 +76,9 @@ pub struct ClusterSettings {
     pub cell_deg: f64,
     /// How long a node gathers positions before publishing them in one message.
     pub flush_ms: u64,
+    /// Messages a node publishes per second at most: under load it waits
+    /// longer between flushes and puts more positions in each message.
+    pub max_messages_per_sec: u32,
     /// Node heartbeat, subscription probe and ownership re-check period.
     pub heartbeat_ms: u64,
     /// A node whose heartbeat stopped this long ago is dead.
@@ -183,6 +186,10 @@ impl Settings {
             ("cluster.flush_ms", c.flush_ms),
             ("cluster.heartbeat_ms", c.heartbeat_ms),
             ("cluster.max_cells", c.max_cells as u64),
+            (
+                "cluster.max_messages_per_sec",
+                c.max_messages_per_sec.into(),
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be positive"));
@@ -460,5 +467,28 @@ mod tests {
         // Other settings with commas stay plain strings.
         let s = load(&[("FLEETHUB_MAP__TILE_ATTRIBUTION", "a, b")]).unwrap();
         assert_eq!(s.map.tile_attribution, "a, b");
+    }
+
+    #[test]
+    fn a_cluster_needs_postgresql_and_redis_urls() {
+        let err = load(&[("REDIS_URL", "redis://127.0.0.1:6379")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("redis.url") && err.contains("DATABASE_URL"),
+            "{err}"
+        );
+        let pg = ("DATABASE_URL", "postgres://localhost/x");
+        let s = load(&[pg, ("REDIS_URL", "redis://a:6379, redis://b:6379")]).unwrap();
+        assert!(s.redis.enabled());
+        assert_eq!(s.redis.urls(), ["redis://a:6379", "redis://b:6379"]);
+        let err = load(&[pg, ("REDIS_URL", "http://a")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redis.url"), "{err}");
+        assert!(
+            !load(&[pg]).unwrap().redis.enabled(),
+            "one node without Redis"
+        );
     }
 }

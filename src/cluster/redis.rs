@@ -216,45 +216,54 @@ impl RedisBus {
 
     // ---- publishing ----
 
+    /// Publishes what is pending, `flush_ms` after the first update came in.
+    /// Under load the wait stretches so the node sends at most
+    /// `max_messages_per_sec`: more positions per message, not more messages.
     async fn run_publisher(self: Arc<Self>, stop: CancellationToken) {
         let flush_every = Duration::from_millis(self.settings.flush_ms);
+        let max_rate = self.settings.max_messages_per_sec as f64;
+        let mut wait = flush_every;
         loop {
             tokio::select! {
                 _ = self.wake_publisher.notified() => {}
                 _ = stop.cancelled() => break,
             }
             tokio::select! {
-                _ = tokio::time::sleep(flush_every) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = stop.cancelled() => break,
             }
-            self.flush().await;
+            let sent = self.flush().await;
+            wait = flush_every.max(Duration::from_secs_f64(sent as f64 / max_rate));
         }
         // The drivers' last states (offline, after the sessions closed) go out.
         self.flush().await;
     }
 
-    async fn flush(&self) {
+    /// Publishes the pending updates; returns how many messages that took.
+    async fn flush(&self) -> usize {
         let batch: Vec<Outgoing> = std::mem::take(&mut *self.pending.lock())
             .into_values()
             .collect();
         if batch.is_empty() {
-            return;
+            return 0;
         }
-        let (Some(mut conn), true) = (self.connection(), self.up.load(Ordering::Relaxed)) else {
+        let Some(mut conn) = self.live_connection() else {
             // The link task republishes every driver when it is back.
             m::cluster_dropped(batch.len());
-            return;
+            return 0;
         };
         let (pipe, messages) = self.build_flush(&batch);
         match conn.exec(&pipe).await {
             Ok(()) => {
-                for (bytes, positions) in messages {
-                    m::cluster_published(bytes, positions);
+                for (bytes, positions) in &messages {
+                    m::cluster_published(*bytes, *positions);
                 }
+                messages.len()
             }
             Err(e) => {
                 m::cluster_dropped(batch.len());
                 self.failed("publishing", &e);
+                0
             }
         }
     }
