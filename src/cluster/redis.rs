@@ -65,6 +65,26 @@ return epoch
 /// A background task of the bus, for start-up to spawn and report.
 pub type ClusterTask = (&'static str, BoxFuture<'static, ()>);
 
+/// This node's driver sessions, as the bus acts on them.
+#[derive(Clone)]
+pub(super) struct Sessions {
+    registry: Arc<DriverRegistry>,
+    drivers: Arc<LiveDrivers>,
+}
+
+impl Sessions {
+    /// After `evicted` (a session closed because another node owns its driver
+    /// now): this node's stale state of the driver is neither shown online
+    /// nor published again. Returns `evicted`.
+    fn moved(&self, driver: &DriverKey, evicted: bool) -> bool {
+        if evicted {
+            self.drivers.moved(driver);
+            m::cluster_takeover();
+        }
+        evicted
+    }
+}
+
 /// What a driver's pending update carries to the other nodes.
 struct Outgoing {
     update: Arc<LiveUpdate>,
@@ -155,10 +175,10 @@ impl RedisBus {
         registry: Arc<DriverRegistry>,
         stop: CancellationToken,
     ) -> Vec<ClusterTask> {
+        let sessions = Sessions { registry, drivers };
         let link = Link {
             bus: Arc::clone(self),
-            drivers,
-            registry: Arc::clone(&registry),
+            sessions: sessions.clone(),
         };
         vec![
             ("cluster link", Box::pin(link.run(stop.clone()))),
@@ -168,7 +188,7 @@ impl RedisBus {
             ),
             (
                 "cluster heartbeat",
-                Box::pin(Arc::clone(self).run_heartbeat(registry, stop)),
+                Box::pin(Arc::clone(self).run_heartbeat(sessions, stop)),
             ),
         ]
     }
@@ -336,11 +356,7 @@ impl RedisBus {
 
     // ---- the heartbeat ----
 
-    async fn run_heartbeat(
-        self: Arc<Self>,
-        registry: Arc<DriverRegistry>,
-        stop: CancellationToken,
-    ) {
+    async fn run_heartbeat(self: Arc<Self>, sessions: Sessions, stop: CancellationToken) {
         let mut beat: u64 = 0;
         crate::periodic::run_every(
             Duration::from_millis(self.settings.heartbeat_ms),
@@ -348,10 +364,10 @@ impl RedisBus {
             || {
                 beat += 1;
                 let this = Arc::clone(&self);
-                let registry = Arc::clone(&registry);
+                let sessions = sessions.clone();
                 async move {
                     if let Some(mut conn) = this.live_connection()
-                        && let Err(e) = this.heartbeat(&mut conn, &registry, beat).await
+                        && let Err(e) = this.heartbeat(&mut conn, &sessions, beat).await
                     {
                         this.failed("the heartbeat", &e);
                     }
@@ -368,7 +384,7 @@ impl RedisBus {
     async fn heartbeat(
         &self,
         conn: &mut Conn,
-        registry: &DriverRegistry,
+        sessions: &Sessions,
         beat: u64,
     ) -> redis::RedisResult<()> {
         let now = Timestamp::now().as_millis();
@@ -412,7 +428,7 @@ impl RedisBus {
         });
         self.take_fleets(&fleets, now);
         self.take_wide(&wide, now);
-        self.check_ownership(conn, registry).await?;
+        self.check_ownership(conn, sessions).await?;
         if beat.is_multiple_of(EXPIRE_EVERY_BEATS) {
             let fleets = self.fleets.read().clone();
             shared_state::expire(conn, &self.channels, &fleets, since(self.max_age)).await?;
@@ -451,10 +467,10 @@ impl RedisBus {
     async fn check_ownership(
         &self,
         conn: &mut Conn,
-        registry: &DriverRegistry,
+        sessions: &Sessions,
     ) -> redis::RedisResult<()> {
         let mut by_fleet: HashMap<FleetId, Vec<(DriverKey, Epoch)>> = HashMap::new();
-        for (key, epoch) in registry.claimed() {
+        for (key, epoch) in sessions.registry.claimed() {
             by_fleet
                 .entry(key.fleet().clone())
                 .or_default()
@@ -475,8 +491,8 @@ impl RedisBus {
         for ((_, drivers), owners) in groups.iter().zip(owners) {
             for ((key, epoch), owner) in drivers.iter().zip(owners) {
                 let mine = owner_value(*epoch, self.incarnation, &self.node);
-                if owner.is_some_and(|o| o != mine) && registry.evict_exact(key, *epoch) {
-                    m::cluster_takeover();
+                let lost = owner.is_some_and(|o| o != mine);
+                if sessions.moved(key, lost && sessions.registry.evict_exact(key, *epoch)) {
                     tracing::info!(driver = %key, "cluster: driver owned elsewhere now; session closed");
                 }
             }
@@ -488,7 +504,7 @@ impl RedisBus {
 
     fn on_push(
         &self,
-        registry: &DriverRegistry,
+        sessions: &Sessions,
         kind: &PushKind,
         data: &[Value],
     ) -> Result<(), &'static str> {
@@ -504,16 +520,16 @@ impl RedisBus {
         };
         let channel = String::from_utf8_lossy(channel);
         if channel == self.channels.control() {
-            self.on_notice(registry, payload);
+            self.on_notice(sessions, payload);
         } else if channel == self.channels.probe(&self.node) {
             *self.probe_heard.lock() = Instant::now();
         } else {
-            self.on_batch(payload);
+            self.on_batch(sessions, payload);
         }
         Ok(())
     }
 
-    fn on_batch(&self, payload: &[u8]) {
+    fn on_batch(&self, sessions: &Sessions, payload: &[u8]) {
         let Ok(batch) = serde_json::from_slice::<BatchIn>(payload) else {
             tracing::warn!(
                 bytes = payload.len(),
@@ -531,6 +547,11 @@ impl RedisBus {
             let Some((key, position)) = parse_view(view) else {
                 continue;
             };
+            // Connected here, the driver is this node's: what another node
+            // says of it can only be older.
+            if sessions.registry.is_connected(&key) {
+                continue;
+            }
             let origin = Origin {
                 node: Arc::clone(&node),
                 incarnation: batch.i,
@@ -547,7 +568,7 @@ impl RedisBus {
         }
     }
 
-    fn on_notice(&self, registry: &DriverRegistry, payload: &[u8]) {
+    fn on_notice(&self, sessions: &Sessions, payload: &[u8]) {
         let Ok(notice) = serde_json::from_slice::<Notice>(payload) else {
             tracing::warn!(
                 bytes = payload.len(),
@@ -564,8 +585,7 @@ impl RedisBus {
                     return;
                 };
                 let key = DriverKey::new(fleet, driver);
-                if registry.evict_older(&key, e) {
-                    m::cluster_takeover();
+                if sessions.moved(&key, sessions.registry.evict_older(&key, e)) {
                     tracing::info!(driver = %key, node = %n, "cluster: driver taken over by another node");
                 }
                 let origin = Origin {
@@ -643,6 +663,13 @@ impl ClusterBus for RedisBus {
             }
             Err(_) => return 0,
         };
+        // What other nodes said of the driver until now is older than this session.
+        let me = Origin {
+            node: Arc::from(self.node.as_str()),
+            incarnation: self.incarnation,
+            epoch,
+        };
+        self.remote.note_owner(driver, &me);
         let notice = Notice::Owner {
             f: fleet.to_string(),
             d: driver.driver().to_string(),
@@ -705,8 +732,7 @@ fn since(age: Duration) -> Timestamp {
 /// The link task: keeps the two connections, listens, and resyncs after an outage.
 struct Link {
     bus: Arc<RedisBus>,
-    drivers: Arc<LiveDrivers>,
-    registry: Arc<DriverRegistry>,
+    sessions: Sessions,
 }
 
 impl Link {
@@ -782,7 +808,7 @@ impl Link {
         bus.up.store(true, Ordering::Relaxed);
         // At once rather than at the next tick: snapshots need to know which
         // nodes are alive, and the other nodes this one.
-        bus.heartbeat(&mut commands, &self.registry, 0)
+        bus.heartbeat(&mut commands, &self.sessions, 0)
             .await
             .map_err(|e| e.to_string())?;
         m::cluster_link_up(true);
@@ -813,7 +839,7 @@ impl Link {
                 _ = stop.cancelled() => return Ok(()),
                 push = pushes.recv() => {
                     let push = push.ok_or("the pub/sub connection closed")?;
-                    bus.on_push(&self.registry, &push.kind, &push.data)?;
+                    bus.on_push(&self.sessions, &push.kind, &push.data)?;
                 }
                 _ = bus.subscriptions.changed().notified() => {
                     self.resubscribe(pubsub, current).await.map_err(|e| e.to_string())?;
@@ -878,11 +904,11 @@ impl Link {
     /// shared state and the other nodes catch up, and every dashboard gets a
     /// fresh snapshot, so none keeps remote positions that went stale meanwhile.
     fn resync(&self) {
-        for (update, online) in self.drivers.current() {
+        for (update, online) in self.sessions.drivers.current() {
             self.bus.queue(&update, None, online);
         }
         let bus: Arc<dyn ClusterBus> = Arc::clone(&self.bus) as Arc<dyn ClusterBus>;
-        let drivers = Arc::clone(&self.drivers);
+        let drivers = Arc::clone(&self.sessions.drivers);
         let subscriptions = Arc::clone(&self.bus.subscriptions);
         tokio::spawn(async move {
             for dash in subscriptions.dashboards() {

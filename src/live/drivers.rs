@@ -30,6 +30,9 @@ struct LiveState {
     last_seen: Option<Timestamp>,
     /// Highest seq known stored, a fallback for `welcome` when the store is unreachable.
     committed_seq: Seq,
+    /// The driver's session moved to another node: this state is stale, not
+    /// to be shown online or published again, until the driver is back here.
+    moved: bool,
 }
 
 /// One driver's live state. Its mutex serialises publishing for that driver.
@@ -153,6 +156,7 @@ impl LiveDrivers {
     pub fn publish(&self, live: &LiveDriver, position: &Position) -> Published {
         let mut state = live.state.lock();
         state.last_seen = Some(Timestamp::now());
+        state.moved = false;
         if state.position.is_some_and(|p| p.ts() >= position.ts()) {
             return Published::Late;
         }
@@ -173,6 +177,7 @@ impl LiveDrivers {
     pub fn set_status(&self, live: &LiveDriver, status: Status) {
         let mut state = live.state.lock();
         let online = status == Status::Online;
+        state.moved &= !online;
         if state.online == online && state.position.is_some() {
             return;
         }
@@ -189,9 +194,20 @@ impl LiveDrivers {
             .iter()
             .filter_map(|entry| {
                 let state = entry.state.lock();
-                state.update.as_ref().map(|u| (Arc::clone(u), state.online))
+                let update = state.update.as_ref().filter(|_| !state.moved)?;
+                Some((Arc::clone(update), state.online))
             })
             .collect()
+    }
+
+    /// The driver's session moved to another node (which now publishes it):
+    /// this node's state of it goes offline without telling anyone.
+    pub fn moved(&self, driver: &DriverKey) {
+        if let Some(live) = self.drivers.get(driver) {
+            let mut state = live.state.lock();
+            state.online = false;
+            state.moved = true;
+        }
     }
 
     /// The last known position of every driver in `scope` inside `bbox`.
