@@ -6,6 +6,7 @@
 //! two drivers with two states.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -35,9 +36,16 @@ struct LiveState {
 pub struct LiveDriver {
     pub key: DriverKey,
     state: Mutex<LiveState>,
+    /// The ownership epoch of the driver's session on this node.
+    epoch: AtomicU64,
 }
 
 impl LiveDriver {
+    /// The driver's session claimed `epoch`: its updates carry it from now on.
+    pub fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Relaxed);
+    }
+
     /// Remembers that everything up to `seq` is stored.
     pub fn note_committed(&self, seq: Seq) {
         let mut state = self.state.lock();
@@ -111,6 +119,7 @@ impl LiveDrivers {
             Arc::new(LiveDriver {
                 key: driver.clone(),
                 state: Mutex::new(LiveState::default()),
+                epoch: AtomicU64::new(0),
             })
         });
         Arc::clone(&entry)
@@ -147,16 +156,15 @@ impl LiveDrivers {
         if state.position.is_some_and(|p| p.ts() >= position.ts()) {
             return Published::Late;
         }
-        let update = Arc::new(LiveUpdate::new(&live.key, position));
+        let epoch = live.epoch.load(Ordering::Relaxed);
+        let update = Arc::new(LiveUpdate::new(&live.key, position, epoch));
         let previous = state.position.replace(*position);
         state.update = Some(Arc::clone(&update));
         let came_back = !state.online;
         state.online = true;
         self.bus.publish(&update, previous.as_ref());
         if came_back {
-            let key = &live.key;
-            self.bus
-                .publish_status(key.fleet(), key.driver(), position, Status::Online);
+            self.bus.publish_status(&update, Status::Online);
         }
         Published::Live
     }
@@ -169,11 +177,21 @@ impl LiveDrivers {
             return;
         }
         state.online = online;
-        if let Some(position) = state.position {
-            let key = &live.key;
-            self.bus
-                .publish_status(key.fleet(), key.driver(), &position, status);
+        if let Some(update) = &state.update {
+            self.bus.publish_status(update, status);
         }
+    }
+
+    /// Every driver's newest update and whether it is online, for a node that
+    /// republishes its drivers after its cluster link came back.
+    pub fn current(&self) -> Vec<(Arc<LiveUpdate>, bool)> {
+        self.drivers
+            .iter()
+            .filter_map(|entry| {
+                let state = entry.state.lock();
+                state.update.as_ref().map(|u| (Arc::clone(u), state.online))
+            })
+            .collect()
     }
 
     /// The last known position of every driver in `scope` inside `bbox`.
@@ -267,7 +285,14 @@ mod tests {
             drivers.publish(&drivers.entry(&key(fleet, driver)), &here);
         }
         let (stop, _stopped) = tokio::sync::oneshot::channel();
-        registry.register(&key("acme", "connected"), DriverHandle { conn: 1, stop });
+        registry.register(
+            &key("acme", "connected"),
+            DriverHandle {
+                conn: 1,
+                epoch: 0,
+                stop,
+            },
+        );
 
         // Heard from after the cut-off: kept.
         let long_ago = Timestamp::from_millis(Timestamp::now().as_millis() - 60_000);
