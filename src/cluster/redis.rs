@@ -238,22 +238,23 @@ impl RedisBus {
 
     /// Publishes what is pending, `flush_ms` after the first update came in.
     /// Under load the wait stretches so the node sends at most
-    /// `max_messages_per_sec`: more positions per message, not more messages.
+    /// `max_messages_per_sec` on average (a token bucket with a tenth of a
+    /// second of burst): more positions per message, not more messages.
     async fn run_publisher(self: Arc<Self>, stop: CancellationToken) {
         let flush_every = Duration::from_millis(self.settings.flush_ms);
-        let max_rate = self.settings.max_messages_per_sec as f64;
-        let mut wait = flush_every;
+        let mut pace = Pace::new(f64::from(self.settings.max_messages_per_sec));
         loop {
             tokio::select! {
                 _ = self.wake_publisher.notified() => {}
                 _ = stop.cancelled() => break,
             }
+            let wait = flush_every.max(pace.wait());
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.cancelled() => break,
             }
             let sent = self.flush().await;
-            wait = flush_every.max(Duration::from_secs_f64(sent as f64 / max_rate));
+            pace.spend(sent);
         }
         // The drivers' last states (offline, after the sessions closed) go out.
         self.flush().await;
@@ -938,6 +939,45 @@ impl Link {
     }
 }
 
+/// The publisher's message budget: `rate` per second, a tenth of a second's
+/// worth of burst.
+struct Pace {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Pace {
+    fn new(rate: f64) -> Self {
+        let rate = rate.max(1.0);
+        Self {
+            rate,
+            burst: (rate / 10.0).max(1.0),
+            tokens: (rate / 10.0).max(1.0),
+            at: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let earned = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.at = now;
+    }
+
+    /// How long until the budget is no longer overdrawn.
+    fn wait(&mut self) -> Duration {
+        self.refill();
+        Duration::from_secs_f64((-self.tokens).max(0.0) / self.rate)
+    }
+
+    fn spend(&mut self, messages: usize) {
+        self.refill();
+        self.tokens -= messages as f64;
+    }
+}
+
 /// Exponential backoff with full jitter, so nodes that lost Redis together
 /// do not all come back in the same instant.
 fn backoff(failures: u32) -> Duration {
@@ -951,6 +991,19 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pace_lets_bursts_through_and_stretches_under_load() {
+        let mut pace = Pace::new(200.0);
+        pace.spend(10);
+        assert_eq!(pace.wait(), Duration::ZERO, "within the burst");
+        pace.spend(30);
+        let wait = pace.wait();
+        assert!(
+            wait > Duration::from_millis(90) && wait <= Duration::from_millis(100),
+            "{wait:?}"
+        );
+    }
 
     #[test]
     fn backoff_grows_to_a_ceiling_and_is_jittered() {
