@@ -281,6 +281,22 @@ async fn after_kill_9_of_a_node_every_driver_fails_over_within_5_s_and_nothing_a
     .await;
     eprintln!("{DRIVERS} drivers connected in {:?}", started.elapsed());
 
+    // Before the failure, each dashboard sees the whole fleet, whichever
+    // node its drivers are on.
+    let seen_all = wait_until(
+        KILL_AT.saturating_sub(started.elapsed()) + Duration::from_secs(5),
+        "every dashboard shows all the drivers of both nodes",
+        || async {
+            dashboards
+                .iter()
+                .all(|(view, _, _)| view.lock().len() == DRIVERS)
+        },
+    )
+    .await;
+    eprintln!(
+        "every dashboard saw all {DRIVERS} drivers {:?} after they connected",
+        seen_all
+    );
     tokio::time::sleep_until((started + KILL_AT).into()).await;
     let committed_a = pair
         .a

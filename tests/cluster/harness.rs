@@ -155,6 +155,8 @@ impl Redis {
         cmd.arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            // DEBUG SLEEP stalls the server for the tests (Redis 7 refuses DEBUG by default).
+            .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")

@@ -74,10 +74,14 @@ async fn a_node_without_dashboards_receives_no_position_messages() {
         .metric("fleethub_cluster_positions_received_total")
         .await;
     eprintln!(
-        "A published {published} positions; B received {received} positions, {} messages (heartbeats and probes included)",
+        "A published {published} positions; B received {received} positions in {} messages",
         messages_after - messages_before
     );
     assert_eq!(received, 0.0, "B, without dashboards, received positions");
+    assert_eq!(
+        messages_after, messages_before,
+        "B, without dashboards, received position messages"
+    );
     assert_eq!(
         pair.b.metric("fleethub_cluster_channels").await,
         channels_before,
