@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
+use crate::cluster::ClusterBus;
 use crate::config::Settings;
 use crate::http_api::admission::Admission;
 use crate::ingest::Pipeline;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Where every position enters.
     pub pipeline: Pipeline,
+    /// How live updates reach other nodes, and who owns a driver.
+    pub bus: Arc<dyn ClusterBus>,
     /// The drivers' last-known state.
     pub drivers: Arc<LiveDrivers>,
     /// The connected driver actors.

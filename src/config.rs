@@ -25,6 +25,7 @@ pub struct Settings {
     pub workers: usize,
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
+    pub cluster: ClusterSettings,
     pub driver: DriverSettings,
     pub dashboard: DashboardSettings,
     pub fanout: FanoutSettings,
@@ -42,8 +43,51 @@ pub struct DatabaseSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
+    /// Empty runs one node; comma-separated seed nodes when `cluster` is set.
     pub url: SecretString,
     pub key_prefix: String,
+    /// The URLs are a Redis Cluster.
+    pub cluster: bool,
+    /// Position channels use sharded pub/sub (SPUBLISH / SSUBSCRIBE).
+    pub sharded: bool,
+}
+
+impl RedisSettings {
+    /// Whether this hub is one node of several.
+    pub fn enabled(&self) -> bool {
+        !self.url.expose_secret().trim().is_empty()
+    }
+
+    /// The URL(s), one per seed node.
+    pub fn urls(&self) -> Vec<String> {
+        self.url
+            .expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterSettings {
+    /// Side of a channel's grid cell, in degrees.
+    pub cell_deg: f64,
+    /// How long a node gathers positions before publishing them in one message.
+    pub flush_ms: u64,
+    /// Messages a node publishes per second at most: under load it waits
+    /// longer between flushes and puts more positions in each message.
+    pub max_messages_per_sec: u32,
+    /// Node heartbeat, subscription probe and ownership re-check period.
+    pub heartbeat_ms: u64,
+    /// A node whose heartbeat stopped this long ago is dead.
+    pub node_timeout_ms: u64,
+    /// A node that has not heard its own probe for this long rebuilds its
+    /// pub/sub connection.
+    pub probe_timeout_ms: u64,
+    /// Cells of one fleet a node listens to before it takes the fleet's wide channel.
+    pub max_cells: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +174,53 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> SettingsError {
 }
 
 impl Settings {
+    fn validate_cluster(&self) -> Result<(), SettingsError> {
+        let c = &self.cluster;
+        if !(c.cell_deg.is_finite() && c.cell_deg >= 0.01 && c.cell_deg <= 90.0) {
+            return Err(invalid(
+                "cluster.cell_deg",
+                "must be between 0.01 and 90 degrees",
+            ));
+        }
+        for (key, value) in [
+            ("cluster.flush_ms", c.flush_ms),
+            ("cluster.heartbeat_ms", c.heartbeat_ms),
+            ("cluster.max_cells", c.max_cells as u64),
+            (
+                "cluster.max_messages_per_sec",
+                c.max_messages_per_sec.into(),
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be positive"));
+            }
+        }
+        if c.node_timeout_ms < 2 * c.heartbeat_ms || c.probe_timeout_ms < 2 * c.heartbeat_ms {
+            return Err(invalid(
+                "cluster.node_timeout_ms",
+                "node_timeout_ms and probe_timeout_ms must be at least twice heartbeat_ms",
+            ));
+        }
+        if self.redis.enabled() && self.database.url.expose_secret().is_empty() {
+            return Err(invalid(
+                "redis.url",
+                "a cluster needs a trail store every node shares: set DATABASE_URL to a PostgreSQL database (the embedded SQLite file is one node's own)",
+            ));
+        }
+        if self
+            .redis
+            .urls()
+            .iter()
+            .any(|u| !u.starts_with("redis://") && !u.starts_with("rediss://"))
+        {
+            return Err(invalid(
+                "redis.url",
+                "must be redis:// or rediss:// URLs, comma-separated",
+            ));
+        }
+        Ok(())
+    }
+
     /// Loads the layered configuration from the process environment.
     pub fn load(file: Option<&str>) -> Result<Self, SettingsError> {
         Self::load_from(file, std::env::vars())
@@ -181,6 +272,7 @@ impl Settings {
                 "must be a postgres:// URL, or empty for the embedded SQLite file",
             ));
         }
+        self.validate_cluster()?;
         let positive = [
             ("driver.offline_after_secs", self.driver.offline_after_secs),
             ("driver.rate_per_sec", self.driver.rate_per_sec.into()),
@@ -375,5 +467,28 @@ mod tests {
         // Other settings with commas stay plain strings.
         let s = load(&[("FLEETHUB_MAP__TILE_ATTRIBUTION", "a, b")]).unwrap();
         assert_eq!(s.map.tile_attribution, "a, b");
+    }
+
+    #[test]
+    fn a_cluster_needs_postgresql_and_redis_urls() {
+        let err = load(&[("REDIS_URL", "redis://127.0.0.1:6379")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("redis.url") && err.contains("DATABASE_URL"),
+            "{err}"
+        );
+        let pg = ("DATABASE_URL", "postgres://localhost/x");
+        let s = load(&[pg, ("REDIS_URL", "redis://a:6379, redis://b:6379")]).unwrap();
+        assert!(s.redis.enabled());
+        assert_eq!(s.redis.urls(), ["redis://a:6379", "redis://b:6379"]);
+        let err = load(&[pg, ("REDIS_URL", "http://a")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redis.url"), "{err}");
+        assert!(
+            !load(&[pg]).unwrap().redis.enabled(),
+            "one node without Redis"
+        );
     }
 }

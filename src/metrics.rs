@@ -24,12 +24,28 @@ pub const TRAIL_COMMITTED: &str = "fleethub_trail_committed_positions_total";
 pub const TRAIL_COMMIT_SECONDS: &str = "fleethub_trail_commit_seconds";
 pub const TRAIL_COMMIT_FAILURES: &str = "fleethub_trail_commit_failures_total";
 pub const CONNECTIONS_REFUSED: &str = "fleethub_connections_refused_total";
+pub const CLUSTER_MESSAGES_PUBLISHED: &str = "fleethub_cluster_messages_published_total";
+pub const CLUSTER_BYTES_PUBLISHED: &str = "fleethub_cluster_bytes_published_total";
+pub const CLUSTER_POSITIONS_PUBLISHED: &str = "fleethub_cluster_positions_published_total";
+pub const CLUSTER_MESSAGES_RECEIVED: &str = "fleethub_cluster_messages_received_total";
+pub const CLUSTER_BYTES_RECEIVED: &str = "fleethub_cluster_bytes_received_total";
+pub const CLUSTER_POSITIONS_RECEIVED: &str = "fleethub_cluster_positions_received_total";
+pub const CLUSTER_POSITIONS_PER_MESSAGE: &str = "fleethub_cluster_positions_per_message";
+pub const CLUSTER_LATENCY_SECONDS: &str = "fleethub_cluster_latency_seconds";
+pub const CLUSTER_LINK_UP: &str = "fleethub_cluster_link_up";
+pub const CLUSTER_REMOTE_DRIVERS: &str = "fleethub_cluster_remote_drivers";
+pub const CLUSTER_CHANNELS: &str = "fleethub_cluster_channels";
+pub const CLUSTER_DROPPED: &str = "fleethub_cluster_dropped_total";
+pub const CLUSTER_RESUBSCRIBES: &str = "fleethub_cluster_resubscribes_total";
+pub const CLUSTER_TAKEOVERS: &str = "fleethub_cluster_takeovers_total";
 
 /// Latency buckets from 50 µs to 10 s.
 const BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0, 10.0,
 ];
+/// Positions carried by one message between nodes.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -66,6 +82,10 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .and_then(|b| {
+                    let per_message = Matcher::Full(CLUSTER_POSITIONS_PER_MESSAGE.into());
+                    b.set_buckets_for_metric(per_message, BATCH_BUCKETS)
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             match builder.install_recorder() {
                 Ok(handle) => {
@@ -173,4 +193,47 @@ pub fn trail_commit_failed() {
 /// hit (`total`, `per_ip`, `per_token`).
 pub fn connection_refused(reason: &'static str) {
     counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(1);
+}
+
+/// One message published to the other nodes, carrying `positions`.
+pub fn cluster_published(bytes: usize, positions: usize) {
+    counter!(CLUSTER_MESSAGES_PUBLISHED).increment(1);
+    counter!(CLUSTER_BYTES_PUBLISHED).increment(bytes as u64);
+    counter!(CLUSTER_POSITIONS_PUBLISHED).increment(positions as u64);
+    histogram!(CLUSTER_POSITIONS_PER_MESSAGE).record(positions as f64);
+}
+
+/// One message received from another node, `latency` after it was sent.
+pub fn cluster_received(bytes: usize, positions: usize, latency: Option<f64>) {
+    counter!(CLUSTER_MESSAGES_RECEIVED).increment(1);
+    counter!(CLUSTER_BYTES_RECEIVED).increment(bytes as u64);
+    counter!(CLUSTER_POSITIONS_RECEIVED).increment(positions as u64);
+    if let Some(seconds) = latency {
+        histogram!(CLUSTER_LATENCY_SECONDS).record(seconds);
+    }
+}
+
+pub fn cluster_link_up(up: bool) {
+    gauge!(CLUSTER_LINK_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn cluster_remote_drivers(n: usize) {
+    gauge!(CLUSTER_REMOTE_DRIVERS).set(n as f64);
+}
+
+pub fn cluster_channels(n: usize) {
+    gauge!(CLUSTER_CHANNELS).set(n as f64);
+}
+
+/// Positions or status changes not sent to the other nodes (the link was down).
+pub fn cluster_dropped(n: usize) {
+    counter!(CLUSTER_DROPPED).increment(n as u64);
+}
+
+pub fn cluster_resubscribed() {
+    counter!(CLUSTER_RESUBSCRIBES).increment(1);
+}
+
+pub fn cluster_takeover() {
+    counter!(CLUSTER_TAKEOVERS).increment(1);
 }

@@ -345,6 +345,7 @@ mod tests {
             lon: 0.0,
             json,
             received: std::time::Instant::now(),
+            epoch: 0,
         })
     }
 

@@ -17,7 +17,7 @@ use crate::app_state::AppState;
 use crate::auth::{Identity, Role};
 use crate::domain::{BBox, Timestamp};
 use crate::ingest::rate_limit::{limiter, quota};
-use crate::live::{DashboardEntry, DriverRow};
+use crate::live::{DashboardEntry, snapshot};
 use crate::metrics as m;
 use crate::protocol::{Close, DashboardFrame, DashboardOut, DashboardRequest, ErrorCode, to_json};
 use crate::ws;
@@ -132,7 +132,7 @@ impl Reader {
                         None => break,
                     };
                     self.last_heard = Instant::now();
-                    if !self.on_message(message) { break; }
+                    if !self.on_message(message).await { break; }
                 }
                 _ = heartbeat.tick() => {
                     if self.last_heard.elapsed() > client_timeout {
@@ -156,9 +156,9 @@ impl Reader {
     }
 
     /// Returns `false` when the connection should end.
-    fn on_message(&mut self, message: AggregatedMessage) -> bool {
+    async fn on_message(&mut self, message: AggregatedMessage) -> bool {
         match message {
-            AggregatedMessage::Text(text) => self.on_text(&text),
+            AggregatedMessage::Text(text) => self.on_text(&text).await,
             AggregatedMessage::Binary(_) => {
                 self.reject(ErrorCode::BadJson, "frames must be JSON text")
             }
@@ -173,19 +173,22 @@ impl Reader {
         }
     }
 
-    fn on_text(&mut self, text: &str) -> bool {
-        let request = DashboardFrame::decode(text).and_then(|frame| match frame.request() {
-            Ok(DashboardRequest::Subscribe { id, bbox }) => Ok(self.subscribe(id, bbox)),
+    async fn on_text(&mut self, text: &str) -> bool {
+        let frame = match DashboardFrame::decode(text) {
+            Ok(frame) => frame,
+            Err(e) => return self.reject(e.code, &e.message),
+        };
+        match frame.request() {
+            Ok(DashboardRequest::Subscribe { id, bbox }) => self.subscribe(id, bbox).await,
             Ok(DashboardRequest::Unsubscribe { id }) => {
                 self.state.subscriptions.unsubscribe(&self.dash, id);
-                Ok(true)
+                true
             }
-            Err(e) => Err(e),
-        });
-        request.unwrap_or_else(|e| self.reject(e.code, &e.message))
+            Err(e) => self.reject(e.code, &e.message),
+        }
     }
 
-    fn subscribe(&mut self, id: &str, bbox: BBox) -> bool {
+    async fn subscribe(&mut self, id: &str, bbox: BBox) -> bool {
         let max = self.state.settings.dashboard.max_subscriptions;
         if self
             .state
@@ -197,10 +200,10 @@ impl Reader {
             return self.reject(ErrorCode::TooManySubscriptions, &message);
         }
         // Registered first, snapshot second: nothing published in between is missed.
-        let rows = self.state.drivers.in_box(&self.dash.scope, &bbox);
-        self.dash
-            .outbox
-            .push_control(Control::Text(snapshot_frame(id, rows)))
+        let state = &self.state;
+        let rows =
+            snapshot::rows(&state.drivers, state.bus.as_ref(), &self.dash.scope, &bbox).await;
+        snapshot::send(&self.dash, id, rows)
     }
 
     fn reject(&mut self, code: ErrorCode, message: &str) -> bool {
@@ -211,15 +214,6 @@ impl Reader {
         }
         true
     }
-}
-
-fn snapshot_frame(id: &str, mut rows: Vec<DriverRow>) -> String {
-    rows.sort_by_key(|r| std::cmp::Reverse(r.position.ts()));
-    let views: Vec<_> = rows.iter().map(|r| r.view(false)).collect();
-    to_json(&DashboardOut::Snapshot {
-        id,
-        drivers: views.iter().map(|v| v.as_ref()).collect(),
-    })
 }
 
 fn until(t: Timestamp) -> Duration {

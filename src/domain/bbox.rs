@@ -82,6 +82,11 @@ impl BBox {
         std::iter::once(first).chain(second)
     }
 
+    /// `[west, south, east, north]`, checked like [`BBox::new`].
+    pub fn from_array([west, south, east, north]: [f64; 4]) -> Result<Self, BBoxError> {
+        Self::new(west, south, east, north)
+    }
+
     pub fn as_array(&self) -> [f64; 4] {
         [self.west, self.south, self.east, self.north]
     }

@@ -16,6 +16,9 @@ struct Readiness {
     database: &'static str,
     trail_queue: &'static str,
     queued_positions: usize,
+    /// "local" (one node), "ok", or "degraded" (Redis unreachable: this node
+    /// serves its own drivers and dashboards, so it stays ready).
+    cluster: &'static str,
     shutting_down: bool,
 }
 
@@ -29,6 +32,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         database: if db_ok { "ok" } else { "unavailable" },
         trail_queue: if queue_ok { "ok" } else { "full_or_failing" },
         queued_positions: state.writer.queued(),
+        cluster: state.bus.link_state().as_str(),
         shutting_down,
     };
     if body.ready {

@@ -10,6 +10,7 @@ use super::ApiError;
 use crate::app_state::AppState;
 use crate::auth::Role;
 use crate::domain::BBox;
+use crate::live::snapshot;
 use crate::protocol::ErrorCode;
 
 #[derive(Deserialize)]
@@ -44,8 +45,7 @@ pub async fn drivers(
         Some(raw) => parse_bbox(raw)?,
         None => BBox::world(),
     };
-    let mut rows = state.drivers.in_box(&identity.scope, &bbox);
-    rows.sort_by_key(|r| std::cmp::Reverse(r.position.ts()));
+    let rows = snapshot::rows(&state.drivers, state.bus.as_ref(), &identity.scope, &bbox).await;
     let views: Vec<Box<RawValue>> = rows.iter().map(|r| r.view(true)).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "drivers": views })))
 }

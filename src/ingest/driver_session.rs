@@ -84,9 +84,14 @@ async fn run(
     let (stop, stopped) = oneshot::channel();
     let conn = next_id();
     let key = driver_key(&me);
-    state.registry.register(&key, DriverHandle { conn, stop });
+    // Claimed first: a session elsewhere closes, and this one carries the new epoch.
+    let epoch = state.bus.claim(&key).await;
+    state
+        .registry
+        .register(&key, DriverHandle { conn, epoch, stop });
     // Registered first: a connected driver's live entry is never forgotten.
     let live = state.pipeline.source_entry(&me);
+    live.set_epoch(epoch);
     let settings = &state.settings.driver;
     let mut actor = DriverActor {
         abuse: limiter(quota(settings.abuse_per_sec, settings.abuse_burst)),

@@ -6,6 +6,7 @@
 //! two drivers with two states.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -29,15 +30,25 @@ struct LiveState {
     last_seen: Option<Timestamp>,
     /// Highest seq known stored, a fallback for `welcome` when the store is unreachable.
     committed_seq: Seq,
+    /// The driver's session moved to another node: this state is stale, not
+    /// to be shown online or published again, until the driver is back here.
+    moved: bool,
 }
 
 /// One driver's live state. Its mutex serialises publishing for that driver.
 pub struct LiveDriver {
     pub key: DriverKey,
     state: Mutex<LiveState>,
+    /// The ownership epoch of the driver's session on this node.
+    epoch: AtomicU64,
 }
 
 impl LiveDriver {
+    /// The driver's session claimed `epoch`: its updates carry it from now on.
+    pub fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Relaxed);
+    }
+
     /// Remembers that everything up to `seq` is stored.
     pub fn note_committed(&self, seq: Seq) {
         let mut state = self.state.lock();
@@ -111,6 +122,7 @@ impl LiveDrivers {
             Arc::new(LiveDriver {
                 key: driver.clone(),
                 state: Mutex::new(LiveState::default()),
+                epoch: AtomicU64::new(0),
             })
         });
         Arc::clone(&entry)
@@ -144,19 +156,19 @@ impl LiveDrivers {
     pub fn publish(&self, live: &LiveDriver, position: &Position) -> Published {
         let mut state = live.state.lock();
         state.last_seen = Some(Timestamp::now());
+        state.moved = false;
         if state.position.is_some_and(|p| p.ts() >= position.ts()) {
             return Published::Late;
         }
-        let update = Arc::new(LiveUpdate::new(&live.key, position));
+        let epoch = live.epoch.load(Ordering::Relaxed);
+        let update = Arc::new(LiveUpdate::new(&live.key, position, epoch));
         let previous = state.position.replace(*position);
         state.update = Some(Arc::clone(&update));
         let came_back = !state.online;
         state.online = true;
         self.bus.publish(&update, previous.as_ref());
         if came_back {
-            let key = &live.key;
-            self.bus
-                .publish_status(key.fleet(), key.driver(), position, Status::Online);
+            self.bus.publish_status(&update, Status::Online);
         }
         Published::Live
     }
@@ -165,14 +177,36 @@ impl LiveDrivers {
     pub fn set_status(&self, live: &LiveDriver, status: Status) {
         let mut state = live.state.lock();
         let online = status == Status::Online;
+        state.moved &= !online;
         if state.online == online && state.position.is_some() {
             return;
         }
         state.online = online;
-        if let Some(position) = state.position {
-            let key = &live.key;
-            self.bus
-                .publish_status(key.fleet(), key.driver(), &position, status);
+        if let Some(update) = &state.update {
+            self.bus.publish_status(update, status);
+        }
+    }
+
+    /// Every driver's newest update and whether it is online, for a node that
+    /// republishes its drivers after its cluster link came back.
+    pub fn current(&self) -> Vec<(Arc<LiveUpdate>, bool)> {
+        self.drivers
+            .iter()
+            .filter_map(|entry| {
+                let state = entry.state.lock();
+                let update = state.update.as_ref().filter(|_| !state.moved)?;
+                Some((Arc::clone(update), state.online))
+            })
+            .collect()
+    }
+
+    /// The driver's session moved to another node (which now publishes it):
+    /// this node's state of it goes offline without telling anyone.
+    pub fn moved(&self, driver: &DriverKey) {
+        if let Some(live) = self.drivers.get(driver) {
+            let mut state = live.state.lock();
+            state.online = false;
+            state.moved = true;
         }
     }
 
@@ -267,7 +301,14 @@ mod tests {
             drivers.publish(&drivers.entry(&key(fleet, driver)), &here);
         }
         let (stop, _stopped) = tokio::sync::oneshot::channel();
-        registry.register(&key("acme", "connected"), DriverHandle { conn: 1, stop });
+        registry.register(
+            &key("acme", "connected"),
+            DriverHandle {
+                conn: 1,
+                epoch: 0,
+                stop,
+            },
+        );
 
         // Heard from after the cut-off: kept.
         let long_ago = Timestamp::from_millis(Timestamp::now().as_millis() - 60_000);

@@ -4,6 +4,7 @@
 
 pub mod drivers;
 pub mod registry;
+pub mod snapshot;
 pub mod spatial_index;
 pub mod subscriptions;
 pub mod update;

@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
 
 use super::spatial_index::{SpatialIndex, SubKey};
 use super::update::{LiveUpdate, Status};
 use super::{ConnId, next_id};
 use crate::auth::FleetScope;
 use crate::dashboards::outbox::{Outbox, Pushed};
-use crate::domain::{BBox, DriverId, DriverKey, FleetId, Position};
+use crate::domain::{BBox, FleetId, Position};
 use crate::metrics as m;
 use crate::protocol::Close;
 
@@ -73,6 +74,9 @@ pub struct Subscriptions {
     /// Bytes waiting in all dashboards' outboxes.
     queued_bytes: Arc<AtomicUsize>,
     max_control_frames: usize,
+    /// Told whenever a region is added or removed (the cluster bus listens
+    /// to the channels covering the regions).
+    changed: Notify,
 }
 
 impl Subscriptions {
@@ -83,7 +87,24 @@ impl Subscriptions {
             index: RwLock::new(SpatialIndex::new()),
             queued_bytes: Arc::new(AtomicUsize::new(0)),
             max_control_frames,
+            changed: Notify::new(),
         }
+    }
+
+    /// Notified when the set of watched regions changes.
+    pub fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
+    /// Every region some dashboard watches, with the fleets it may see.
+    pub fn regions(&self) -> Vec<(IndexScope, BBox)> {
+        let mut regions = Vec::new();
+        for dash in self.dashboards.iter() {
+            let scope = IndexScope::from(&dash.scope);
+            let subs = dash.subscriptions.lock();
+            regions.extend(subs.iter().map(|(_, _, bbox)| (scope.clone(), *bbox)));
+        }
+        regions
     }
 
     /// Bytes waiting in all dashboards' outboxes.
@@ -131,6 +152,8 @@ impl Subscriptions {
         self.index
             .write()
             .insert(key, scope, bbox, Arc::clone(&dash.outbox));
+        drop(subs);
+        self.changed.notify_one();
         Ok(())
     }
 
@@ -141,6 +164,8 @@ impl Subscriptions {
         };
         let (_, key, _) = subs.remove(pos);
         self.index.write().remove(key);
+        drop(subs);
+        self.changed.notify_one();
         true
     }
 
@@ -152,6 +177,7 @@ impl Subscriptions {
         }
         drop(index);
         self.dashboards.remove(&dash.conn);
+        self.changed.notify_one();
     }
 
     /// Tells every dashboard to close with `close` (their writers send it).
@@ -210,13 +236,15 @@ impl Subscriptions {
     }
 
     /// Tells the dashboards that see `at` that the driver went online or offline.
-    pub fn push_status(&self, fleet: &FleetId, driver: &DriverId, at: &Position, status: Status) {
-        let scopes = [&IndexScope::Fleet(fleet.clone()), &IndexScope::All];
-        let key = DriverKey::new(fleet.clone(), driver.clone());
+    pub fn push_status(&self, update: &LiveUpdate, status: Status) {
+        let scopes = [
+            &IndexScope::Fleet(update.key.fleet().clone()),
+            &IndexScope::All,
+        ];
         self.index
             .read()
-            .for_each_match(&scopes, at.lat(), at.lon(), |outbox| {
-                outbox.push_status(&key, status)
+            .for_each_match(&scopes, update.lat, update.lon, |outbox| {
+                outbox.push_status(&update.key, status)
             });
     }
 }

@@ -17,19 +17,28 @@ pub struct LiveUpdate {
     pub lon: f64,
     /// The `P` object of the protocol.
     pub json: Box<RawValue>,
-    /// When the hub received the position, for the fan-out latency histogram.
+    /// When this node got the position, for the fan-out latency histogram.
     pub received: Instant,
+    /// The owner's epoch for the driver when it sent the position (0 on one node).
+    pub epoch: u64,
 }
 
 impl LiveUpdate {
-    pub fn new(key: &DriverKey, position: &Position) -> Self {
+    pub fn new(key: &DriverKey, position: &Position, epoch: u64) -> Self {
+        let json = driver_view(key.driver(), key.fleet(), position, None, None);
+        Self::from_view(key.clone(), position, json, epoch)
+    }
+
+    /// An update whose `P` was built elsewhere (by the node that owns the driver).
+    pub fn from_view(key: DriverKey, position: &Position, json: Box<RawValue>, epoch: u64) -> Self {
         Self {
-            key: key.clone(),
+            key,
             ts: position.ts(),
             lat: position.lat(),
             lon: position.lon(),
-            json: driver_view(key.driver(), key.fleet(), position, None, None),
+            json,
             received: Instant::now(),
+            epoch,
         }
     }
 }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::app_state::AppState;
 use crate::auth::{Authenticator, Role};
-use crate::cluster::{ClusterBus, LocalBus};
+use crate::cluster;
 use crate::config::Settings;
 use crate::http_api::admission::Admission;
 use crate::ingest::Pipeline;
@@ -41,6 +41,7 @@ pub struct Application {
     tasks: Tasks,
     writer_task: JoinHandle<()>,
     writer_stop: CancellationToken,
+    cluster_stop: CancellationToken,
 }
 
 impl Application {
@@ -69,8 +70,10 @@ impl Application {
             TrailWriter::new(Arc::clone(&store), &settings.trails, writer_stop.clone());
 
         let subscriptions = Arc::new(Subscriptions::new(settings.dashboard.max_control_frames));
-        let bus: Arc<dyn ClusterBus> = Arc::new(LocalBus::new(Arc::clone(&subscriptions)));
-        let drivers = Arc::new(LiveDrivers::new(bus));
+        let node_id = node_id(&settings);
+        let cluster::Built { bus, redis } =
+            cluster::build(&settings, &node_id, Arc::clone(&subscriptions))?;
+        let drivers = Arc::new(LiveDrivers::new(Arc::clone(&bus)));
         let registry = Arc::new(DriverRegistry::default());
         let limiter = Arc::new(driver_limiter(&settings.driver));
         let pipeline = Pipeline::new(
@@ -81,10 +84,11 @@ impl Application {
         );
         let admission = Arc::new(Admission::new(&settings.ws).context("`ws.allowed_origins`")?);
         let state = web::Data::new(AppState {
-            node_id: node_id(&settings),
+            node_id,
             settings: Arc::new(settings),
             auth: Arc::new(Authenticator::new(secret.as_bytes())),
             pipeline,
+            bus,
             drivers,
             registry,
             subscriptions,
@@ -125,10 +129,21 @@ impl Application {
             "metrics upkeep",
             metrics::run_upkeep(s.metrics.clone(), s.shutdown.clone()),
         );
+        // The cluster's tasks stop after the sessions, like the writer: the
+        // drivers' last states (offline) still go out to the other nodes.
+        let cluster_stop = CancellationToken::new();
+        if let Some(redis_bus) = redis {
+            let drivers = Arc::clone(&s.drivers);
+            for (name, task) in
+                redis_bus.tasks(drivers, Arc::clone(&s.registry), cluster_stop.clone())
+            {
+                tasks.spawn(name, task);
+            }
+        }
 
         let server = server::serve(listener, state.clone())?;
         let port = local_addr.port();
-        tracing::info!(%listen, port, node = %state.node_id, backend = state.store.backend(), "fleethub listening");
+        tracing::info!(%listen, port, node = %state.node_id, backend = state.store.backend(), cluster = state.bus.backend(), "fleethub listening");
         if dev_mode {
             announce_dev_mode(&state, port);
         }
@@ -139,6 +154,7 @@ impl Application {
             tasks,
             writer_task,
             writer_stop,
+            cluster_stop,
         })
     }
 
@@ -189,6 +205,7 @@ impl Application {
         self.state.subscriptions.close_all(Close::SHUTTING_DOWN);
         handle.stop(true).await;
         let _ = server.await;
+        self.cluster_stop.cancel();
         self.writer_stop.cancel();
         match tokio::time::timeout(FLUSH_GRACE, self.writer_task).await {
             Ok(_) => tracing::info!("trail queue flushed"),
