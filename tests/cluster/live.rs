@@ -7,7 +7,8 @@ use crate::harness::*;
 
 /// A driver on A, a dashboard on B: live positions, then B's snapshot and
 /// B's listing (with and without a box) show A's driver.
-async fn a_driver_on_a_is_seen_on_b(pair: &Pair) {
+/// Returns the dashboards and the driver, still connected.
+async fn a_driver_on_a_is_seen_on_b(pair: &Pair) -> (Watcher, Watcher, Driver) {
     let mut dash = pair.b.dashboard(Some("acme")).await;
     assert_eq!(dash.hello["node"], "b", "the dashboard is on node B");
     dash.subscribe("lima", LIMA).await;
@@ -76,6 +77,7 @@ async fn a_driver_on_a_is_seen_on_b(pair: &Pair) {
         row_of(&rows, "acme", "d1").is_none(),
         "another fleet: {rows:?}"
     );
+    (dash, late, d1)
 }
 
 #[tokio::test]
@@ -87,7 +89,7 @@ async fn a_driver_on_node_a_is_seen_live_in_snapshots_and_listings_on_node_b() {
 #[tokio::test]
 async fn cross_node_delivery_works_through_a_three_master_redis_cluster_with_sharded_pubsub() {
     let pair = Pair::start_on_redis_cluster().await;
-    a_driver_on_a_is_seen_on_b(&pair).await;
+    let _still_watching = a_driver_on_a_is_seen_on_b(&pair).await;
     // The position channels were sharded channels (SSUBSCRIBE): B's
     // subscription shows on one of the masters.
     let Bus::Cluster(cluster) = &pair.bus else {

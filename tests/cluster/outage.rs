@@ -320,3 +320,73 @@ async fn a_redis_stalled_by_debug_sleep_does_not_delay_local_acks_and_delivery_r
     assert!(woke.elapsed() < Duration::from_secs(5));
     s.trail_is_complete().await;
 }
+
+#[tokio::test]
+async fn a_driver_that_reconnects_while_redis_is_down_is_seen_on_other_nodes_once_it_is_back() {
+    let mut s = scene().await;
+    // The driver's app loses its socket while Redis is down and comes back
+    // to the same node: its claim cannot reach Redis.
+    s.pair.redis().kill().await;
+    wait_until(Duration::from_secs(5), "A's link is down", || async {
+        s.pair.a.readyz().await["cluster"] == "degraded"
+    })
+    .await;
+    let (at, last_ts) = (s.d.at, s.d.last_ts);
+    drop(std::mem::replace(
+        &mut s.d,
+        s.pair.a.driver("d1", "acme", at).await,
+    ));
+    s.d.last_ts = last_ts;
+    s.local_step(Duration::from_secs(1)).await;
+    s.pair.redis().restart().await;
+    let back = Instant::now();
+    let took =
+        s.d.step_until_seen_by(&mut s.dash_b, Duration::from_secs(5))
+            .await;
+    eprintln!(
+        "the driver reconnected during the outage was seen on B {took:?} after Redis came back"
+    );
+    assert!(back.elapsed() < Duration::from_secs(5));
+    // And it stays the one session: A's ownership re-check does not evict it.
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    while back.elapsed() < Duration::from_secs(3) {
+        tick.tick().await;
+        s.local_step(Duration::from_secs(1)).await;
+    }
+    s.trail_is_complete().await;
+}
+
+#[tokio::test]
+async fn a_driver_that_reconnects_after_redis_restarted_empty_is_seen_on_other_nodes() {
+    let mut s = scene().await;
+    // The driver reconnects to A a few times: B has heard of it at a later epoch.
+    for _ in 0..3 {
+        let (at, last_ts) = (s.d.at, s.d.last_ts);
+        drop(std::mem::replace(
+            &mut s.d,
+            s.pair.a.driver("d1", "acme", at).await,
+        ));
+        s.d.last_ts = last_ts;
+        s.d.step_until_seen_by(&mut s.dash_b, Duration::from_secs(5))
+            .await;
+    }
+    // Redis restarts empty (no persistence), and the link comes back...
+    s.pair.redis().kill().await;
+    s.pair.redis().restart().await;
+    wait_until(Duration::from_secs(5), "A's link is back", || async {
+        s.pair.a.readyz().await["cluster"] == "ok"
+    })
+    .await;
+    // ...then the driver's app reconnects to A once more.
+    let (at, last_ts) = (s.d.at, s.d.last_ts);
+    drop(std::mem::replace(
+        &mut s.d,
+        s.pair.a.driver("d1", "acme", at).await,
+    ));
+    s.d.last_ts = last_ts;
+    let took =
+        s.d.step_until_seen_by(&mut s.dash_b, Duration::from_secs(5))
+            .await;
+    eprintln!("the driver reconnected after the empty restart was seen on B after {took:?}");
+    s.trail_is_complete().await;
+}
