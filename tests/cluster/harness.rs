@@ -8,12 +8,14 @@
 //! is stopped by PID when the test ends (kill_on_drop), and the database is
 //! dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
@@ -306,6 +308,104 @@ impl RedisCluster {
             .map(Redis::url)
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+/// A TCP proxy in front of Redis that can make the pub/sub connections
+/// going through it deaf: they stay open, Redis keeps sending, the node hears
+/// nothing (a half-dead connection, a stuck middlebox). Connections opened
+/// afterwards are left alone.
+pub struct DeafProxy {
+    pub port: u16,
+    pubsub: Arc<Mutex<HashSet<u64>>>,
+    muted: Arc<Mutex<HashSet<u64>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl DeafProxy {
+    pub async fn start(upstream: u16) -> DeafProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a proxy port");
+        let port = listener.local_addr().expect("the proxy's address").port();
+        let pubsub = Arc::new(Mutex::new(HashSet::new()));
+        let muted = Arc::new(Mutex::new(HashSet::new()));
+        let (p, m) = (Arc::clone(&pubsub), Arc::clone(&muted));
+        let accept = tokio::spawn(async move {
+            let mut next = 0u64;
+            while let Ok((client, _)) = listener.accept().await {
+                next += 1;
+                tokio::spawn(proxy_one(next, client, upstream, p.clone(), m.clone()));
+            }
+        });
+        DeafProxy {
+            port,
+            pubsub,
+            muted,
+            accept,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Drops, from now on, what Redis sends on every pub/sub connection open
+    /// now; returns how many.
+    pub fn deafen_pubsub(&self) -> usize {
+        let now: Vec<u64> = self.pubsub.lock().iter().copied().collect();
+        self.muted.lock().extend(now.iter().copied());
+        now.len()
+    }
+}
+
+impl Drop for DeafProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn proxy_one(
+    id: u64,
+    client: tokio::net::TcpStream,
+    upstream: u16,
+    pubsub: Arc<Mutex<HashSet<u64>>>,
+    muted: Arc<Mutex<HashSet<u64>>>,
+) {
+    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = async {
+        let mut buf = vec![0u8; 16384];
+        loop {
+            let n = cr.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            let upper = buf[..n].to_ascii_uppercase();
+            if upper.windows(9).any(|w| w == b"SUBSCRIBE") {
+                pubsub.lock().insert(id);
+            }
+            sw.write_all(&buf[..n]).await?;
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; 16384];
+        loop {
+            let n = sr.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            if !muted.lock().contains(&id) {
+                cw.write_all(&buf[..n]).await?;
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
     }
 }
 
@@ -609,7 +709,7 @@ pub fn metric_with(text: &str, name: &str, label: &str) -> f64 {
 
 /// Where the nodes' Redis is.
 pub enum Bus {
-    Single(Redis),
+    Single(Box<Redis>),
     Cluster(RedisCluster),
 }
 
@@ -648,7 +748,15 @@ impl Pair {
     pub async fn start_with(extra: &[(&str, &str)]) -> Pair {
         let redis = Redis::start().await;
         let url = redis.url();
-        Pair::on(Bus::Single(redis), url, extra).await
+        Pair::on(Bus::Single(Box::new(redis)), url, extra).await
+    }
+
+    /// Two nodes reaching their Redis through a [`DeafProxy`].
+    pub async fn start_behind_proxy() -> (Pair, DeafProxy) {
+        let redis = Redis::start().await;
+        let proxy = DeafProxy::start(redis.port).await;
+        let pair = Pair::on(Bus::Single(Box::new(redis)), proxy.url(), &[]).await;
+        (pair, proxy)
     }
 
     /// Two nodes on a three-master Redis Cluster with sharded pub/sub.

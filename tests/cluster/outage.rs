@@ -18,7 +18,10 @@ struct Scene {
 }
 
 async fn scene() -> Scene {
-    let pair = Pair::start().await;
+    scene_on(Pair::start().await).await
+}
+
+async fn scene_on(pair: Pair) -> Scene {
     let from = now_ms() - 1000;
     let mut dash_a = pair.a.dashboard(Some("acme")).await;
     dash_a.subscribe("lima", LIMA).await;
@@ -388,5 +391,33 @@ async fn a_driver_that_reconnects_after_redis_restarted_empty_is_seen_on_other_n
         s.d.step_until_seen_by(&mut s.dash_b, Duration::from_secs(5))
             .await;
     eprintln!("the driver reconnected after the empty restart was seen on B after {took:?}");
+    s.trail_is_complete().await;
+}
+
+#[tokio::test]
+async fn a_pubsub_connection_that_goes_deaf_while_open_is_caught_by_the_probe_and_rebuilt() {
+    let (pair, proxy) = Pair::start_behind_proxy().await;
+    let s = &mut scene_on(pair).await;
+    let resubscribed = s.resubscribes().await;
+    // Both nodes' pub/sub connections stay open and hear nothing; their
+    // command connections work: a node that looks healthy but is deaf.
+    let deafened = proxy.deafen_pubsub();
+    assert!(deafened >= 2, "{deafened} pub/sub connections deafened");
+    let at = Instant::now();
+    // Local service goes on meanwhile.
+    s.local_step(Duration::from_secs(1)).await;
+    // The probe (probe_timeout_ms, 3 s) notices, the connection is rebuilt,
+    // cross-node delivery resumes.
+    let took =
+        s.d.step_until_seen_by(&mut s.dash_b, Duration::from_secs(8))
+            .await;
+    eprintln!("cross-node delivery resumed {took:?} after the pub/sub connections went deaf");
+    assert!(at.elapsed() < Duration::from_secs(8));
+    wait_until(
+        Duration::from_secs(2),
+        "a node counts a resubscription",
+        || async { s.resubscribes().await > resubscribed },
+    )
+    .await;
     s.trail_is_complete().await;
 }
