@@ -55,6 +55,32 @@ async fn d1_offline_d2_online_on_b(pair: &Pair, dash: &mut Watcher, since: Insta
     let status = |d: &str| row_of(&drivers, "acme", d).map(|r| r["status"].clone());
     assert_eq!(status("d1"), Some("offline".into()), "{snap}");
     assert_eq!(status("d2"), Some("online".into()), "{snap}");
+    // No ghost comes back: for longer than a node timeout (5 s), B's
+    // listing and snapshots keep d1 offline and d2 online.
+    let watch = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    while watch.elapsed() < Duration::from_secs(6) {
+        tick.tick().await;
+        let rows = pair.b.drivers(Some("acme"), None).await;
+        let listed = |d: &str| row_of(&rows, "acme", d).map(|r| r["status"].clone());
+        assert_eq!(
+            (listed("d1"), listed("d2")),
+            (Some("offline".into()), Some("online".into())),
+            "B's listing {:?} after the kill: {rows:?}",
+            since.elapsed()
+        );
+        let snap = fresh.subscribe("lima", LIMA).await;
+        let drivers = snap["drivers"].as_array().cloned().unwrap_or_default();
+        let shown = |d: &str| row_of(&drivers, "acme", d).map(|r| r["status"].clone());
+        assert_eq!(
+            (shown("d1"), shown("d2")),
+            (Some("offline".into()), Some("online".into())),
+            "B's snapshot {:?} after the kill: {snap}",
+            since.elapsed()
+        );
+    }
+    assert_eq!(dash.status_of("acme", "d1"), Some("offline"));
+    assert_eq!(dash.status_of("acme", "d2"), Some("online"));
 }
 
 #[tokio::test]
