@@ -150,3 +150,82 @@ impl Pair {
             .unwrap_or(0)
     }
 }
+
+#[tokio::test]
+async fn a_dashboard_that_stops_reading_does_not_hold_up_what_its_node_hears_from_redis() {
+    let pair = Pair::start().await;
+    // On B: a dashboard that never reads (a tiny receive buffer) and one that does.
+    let t = pair
+        .b
+        .token(fleethub::auth::Role::Dispatcher, "stuck", Some("acme"));
+    let mut stuck = crate::helpers::Client::connect_with_small_buffer(
+        &pair.b.ws_url("/ws/dashboard", &t),
+        pair.b.port,
+    )
+    .await;
+    stuck
+        .send(&serde_json::json!({"type": "subscribe", "id": "lima", "bbox": LIMA}))
+        .await;
+    let mut dash = pair.b.dashboard(Some("acme")).await;
+    dash.subscribe("lima", LIMA).await;
+    let mut drivers = Vec::new();
+    for i in 0..50 {
+        let at = (IN_LIMA.0 + 0.001 * i as f64, IN_LIMA.1);
+        drivers.push(pair.a.driver(&format!("s{i}"), "acme", at).await);
+    }
+    drivers[0]
+        .step_until_seen_by(&mut dash, Duration::from_secs(5))
+        .await;
+    let resubscribed = pair.b.metric("fleethub_cluster_resubscribes_total").await;
+    let received = pair
+        .b
+        .metric("fleethub_cluster_positions_received_total")
+        .await;
+    // Four seconds of every driver sending as fast as it is acked: the
+    // reading dashboard keeps up, B keeps hearing its own probe.
+    let flood = std::time::Instant::now();
+    let mut rounds = 0;
+    while flood.elapsed() < Duration::from_secs(4) {
+        for d in drivers.iter_mut() {
+            d.send_next().await;
+        }
+        for d in drivers.iter_mut() {
+            let seq = d.seq;
+            d.conn.ack_covering(seq).await;
+        }
+        rounds += 1;
+        let newest: Vec<(String, i64)> =
+            drivers.iter().map(|d| (d.id.clone(), d.last_ts)).collect();
+        dash.until(
+            "B's reading dashboard shows this round's positions",
+            Duration::from_secs(1),
+            |w| {
+                newest
+                    .iter()
+                    .all(|(id, ts)| w.seen.get(&key("acme", id)).is_some_and(|s| s.ts >= *ts))
+            },
+        )
+        .await;
+    }
+    let heard = pair
+        .b
+        .metric("fleethub_cluster_positions_received_total")
+        .await
+        - received;
+    eprintln!("{rounds} rounds of 50 positions; B received {heard} positions");
+    assert!(heard > 0.0);
+    assert_eq!(
+        pair.b.metric("fleethub_cluster_resubscribes_total").await,
+        resubscribed,
+        "B rebuilt its pub/sub connection: its probe went unheard behind the stuck dashboard"
+    );
+    assert_eq!(
+        pair.b.metric_opt("fleethub_cluster_link_up").await,
+        Some(1.0)
+    );
+    assert!(
+        pair.b.metric("fleethub_coalesced_drops_total").await > 0.0,
+        "the stuck dashboard's queue coalesced (it did fill up)"
+    );
+    drop(stuck);
+}
