@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::city::{Bbox, City};
 use crate::driver::wait_or_shutdown;
 use crate::net::{self, Ws};
-use crate::roster::Roster;
+use crate::roster::{Roster, Sent};
 use crate::stats::{Stats, latency_histogram, lock};
 use crate::token::{self, Role};
 use crate::wire::{self, DashboardIn, Seen};
@@ -49,8 +49,15 @@ pub struct View {
     pub seen: Vec<i64>,
     /// Set once the first snapshot arrived.
     pub subscribed: bool,
+    /// Index in the run's URL list of the hub this dashboard is connected to
+    /// (or last tried).
+    pub node: u32,
     /// Driver send → receipt here, µs, during the steady window.
     pub latency: Histogram<u64>,
+    /// The same, for fixes whose driver was connected to this dashboard's node when it sent them.
+    pub same_node: Histogram<u64>,
+    /// The same, for fixes sent through another node (they crossed the cluster bus).
+    pub cross_node: Histogram<u64>,
 }
 
 impl View {
@@ -59,7 +66,22 @@ impl View {
             bbox,
             seen: vec![i64::MIN; drivers],
             subscribed: false,
+            node: 0,
             latency: latency_histogram(),
+            same_node: latency_histogram(),
+            cross_node: latency_histogram(),
+        }
+    }
+
+    /// One end-to-end sample: driver send → receipt here, split by whether
+    /// the driver sent through this dashboard's node.
+    fn record_latency(&mut self, sent: Sent, received_ns: u64) {
+        let us = (received_ns.saturating_sub(sent.at_ns) / 1_000).max(1);
+        self.latency.saturating_record(us);
+        if sent.node == self.node {
+            self.same_node.saturating_record(us);
+        } else {
+            self.cross_node.saturating_record(us);
         }
     }
 }
@@ -132,10 +154,12 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let bbox = lock(&view).bbox;
-    // Like the drivers, start spread over the nodes and fail over on errors.
+    // Like the drivers, start spread over the nodes (dashboard `index` on
+    // `urls[index % n]`) and fail over on errors.
     let mut url_idx = index % cfg.urls.len().max(1);
     loop {
         let url = &cfg.urls[url_idx];
+        lock(&view).node = url_idx as u32;
         let token = match &cfg.credential {
             DashboardCredential::Secret(s) => token::mint(
                 s,
@@ -272,10 +296,7 @@ fn seen_live(
         return;
     }
     match roster.sent_at(i, item.ts) {
-        Some(sent) => {
-            let us = received_ns.saturating_sub(sent) / 1_000;
-            view.latency.saturating_record(us.max(1));
-        }
+        Some(sent) => view.record_latency(sent, received_ns),
         None => Stats::add(&stats.unmatched, 1),
     }
 }
@@ -338,5 +359,68 @@ mod tests {
         assert_eq!(v.seen, vec![5, 7]);
         assert_eq!(Stats::get(&stats.ts_regressions), 1);
         assert_eq!(Stats::get(&stats.deliveries), 3);
+    }
+
+    #[test]
+    fn latency_splits_by_the_node_each_side_was_on() {
+        let stats = Stats::new();
+        stats
+            .measuring
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let roster = Roster::new(vec!["d0".into(), "d1".into(), "d2".into()]);
+        // d0 and d2 send through node 1, d1 through node 0.
+        roster.record_send(
+            0,
+            1,
+            10,
+            Sent {
+                at_ns: 1_000_000,
+                node: 1,
+            },
+        );
+        roster.record_send(
+            1,
+            1,
+            10,
+            Sent {
+                at_ns: 1_000_000,
+                node: 0,
+            },
+        );
+        roster.record_send(
+            2,
+            1,
+            10,
+            Sent {
+                at_ns: 2_000_000,
+                node: 1,
+            },
+        );
+        let view: SharedView = Arc::new(Mutex::new(View::new(City::lima().bbox, 3)));
+        lock(&view).node = 1;
+        record(
+            r#"{"type":"positions","items":[{"driver":"d0","ts":10},{"driver":"d1","ts":10},{"driver":"d2","ts":10}]}"#,
+            5_000_000,
+            &stats,
+            &roster,
+            &view,
+        );
+        // A fix sent before the window, or resent, is not found: no sample.
+        record(
+            r#"{"type":"positions","items":[{"driver":"d1","ts":11}]}"#,
+            6_000_000,
+            &stats,
+            &roster,
+            &view,
+        );
+        let v = lock(&view);
+        assert_eq!(
+            (v.same_node.len(), v.cross_node.len(), v.latency.len()),
+            (2, 1, 3)
+        );
+        assert_eq!(v.cross_node.max(), v.cross_node.highest_equivalent(4_000));
+        assert_eq!(v.same_node.min(), v.same_node.lowest_equivalent(3_000));
+        assert_eq!(v.same_node.max(), v.same_node.highest_equivalent(4_000));
+        assert_eq!(Stats::get(&stats.unmatched), 1);
     }
 }

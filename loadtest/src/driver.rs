@@ -17,7 +17,7 @@ use crate::city::City;
 use crate::movement::Vehicle;
 use crate::net::{self, ConnectError, Ws};
 use crate::resend::{Pending, ResendBuffer};
-use crate::roster::{LastFix, Roster};
+use crate::roster::{LastFix, Roster, Sent};
 use crate::stats::Stats;
 use crate::token::{self, Role};
 use crate::wire::{self, DriverIn};
@@ -371,9 +371,14 @@ impl Driver {
                 return Ok(());
             }
             // Stamp before writing: a dashboard may see it before `send` returns.
-            let sent_ns = self.stats.now_ns();
+            // `url_idx` is the node this socket is connected to (it only
+            // moves on after the connection ends).
+            let sent = Sent {
+                at_ns: self.stats.now_ns(),
+                node: self.url_idx as u32,
+            };
             for p in frame.iter().filter(|p| p.sends == 1) {
-                self.roster.record_send(self.index, p.seq, p.ts, sent_ns);
+                self.roster.record_send(self.index, p.seq, p.ts, sent);
             }
             ws.send(Message::text(wire::encode_positions(&frame)))
                 .await?;

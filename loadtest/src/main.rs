@@ -50,6 +50,9 @@ struct Cli {
     /// Hub process to measure (CPU, RSS); repeat for several nodes.
     #[arg(long = "server-pid")]
     server_pids: Vec<u32>,
+    /// Another process whose CPU in the window is reported apart (e.g. Redis); repeatable.
+    #[arg(long = "aux-pid")]
+    aux_pids: Vec<u32>,
     /// Longest wait for acks, then for dashboards, after sending stops.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     settle_timeout: Duration,
@@ -98,6 +101,7 @@ impl Cli {
         s.fleet = self.fleet.clone();
         s.driver_prefix = self.driver_prefix.clone();
         s.server_pids = self.server_pids.clone();
+        s.aux_pids = self.aux_pids.clone();
         s.settle_timeout = self.settle_timeout;
         s.resend_capacity = self.resend_capacity;
         s.spread_sources = self.spread_sources;

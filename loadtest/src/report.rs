@@ -143,6 +143,16 @@ pub struct ServerUsage {
     pub vm_hwm_mb: f64,
 }
 
+/// Cost of other processes (`--aux-pid`, e.g. the cluster's Redis) during the window.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuxUsage {
+    pub pids: Vec<u32>,
+    pub cpu_seconds: f64,
+    pub cpu_cores: f64,
+    /// CPU seconds per 1,000 positions the hubs received in the window.
+    pub cpu_s_per_1000_positions: f64,
+}
+
 /// Cost of this load generator, to judge whether it was the bottleneck.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ClientUsage {
@@ -172,9 +182,17 @@ pub struct Report {
     pub ack_latency: Latency,
     /// Driver send → dashboard receipt, measured on this process's clock, in the window.
     pub e2e_latency: Latency,
+    /// Of those, deliveries where the driver (when it sent) and the dashboard
+    /// (when it received) were connected to the same `--url`.
+    pub e2e_same_node: Latency,
+    /// Of those, deliveries where they were on different `--url`s: the fix
+    /// crossed from one hub node to another.
+    pub e2e_cross_node: Latency,
     pub deliveries: Deliveries,
     pub final_state: FinalState,
     pub server: Option<ServerUsage>,
+    /// `--aux-pid` processes, if any.
+    pub aux: Option<AuxUsage>,
     pub client: ClientUsage,
     pub host: Host,
     /// Time from "stop sending" until every position was acked (or the settle timeout).
@@ -246,6 +264,22 @@ impl Report {
             "  e2e latency:  p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms  ({} samples)",
             e.p50_ms, e.p90_ms, e.p99_ms, e.max_ms, e.samples
         )?;
+        if self.scenario.urls.len() > 1 {
+            for (label, l) in [
+                ("same-node:", &self.e2e_same_node),
+                ("cross-node:", &self.e2e_cross_node),
+            ] {
+                if l.samples == 0 {
+                    writeln!(f, "    {label:<12}no samples")?;
+                    continue;
+                }
+                writeln!(
+                    f,
+                    "    {label:<12}p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms  ({} samples)",
+                    l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.samples
+                )?;
+            }
+        }
         writeln!(
             f,
             "  deliveries: {} total, {} in the {:.1}s window = {:.0}/s, {:.2} per position (duplicates {}, snapshot items {}, status frames {}, unmatched {})",
@@ -290,6 +324,13 @@ impl Report {
                 sv.cpu_us_per_delivery,
                 sv.peak_rss_mb,
                 sv.vm_hwm_mb
+            )?;
+        }
+        if let Some(a) = &self.aux {
+            writeln!(
+                f,
+                "  other processes {:?}: {:.2} CPU s ({:.2} cores), {:.4} CPU s per 1,000 positions",
+                a.pids, a.cpu_seconds, a.cpu_cores, a.cpu_s_per_1000_positions
             )?;
         }
         let c = &self.client;

@@ -1,11 +1,12 @@
 //! The simulated drivers as the rest of the run sees them: their ids, when
-//! each recent position left the app (for end-to-end latency), the last
+//! each recent position left the app and through which hub URL (for
+//! end-to-end latency, split into same-node and cross-node), the last
 //! position each one produced (for the final-state check) and how many are
 //! still waiting for an ack.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::stats::lock;
 
@@ -24,6 +25,16 @@ pub struct LastFix {
 struct Slot {
     ts: AtomicI64,
     sent_ns: AtomicU64,
+    node: AtomicU32,
+}
+
+/// When and where a driver's fix left the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// On the run's clock ([`crate::stats::Stats::now_ns`]).
+    pub at_ns: u64,
+    /// Index in the run's URL list of the hub the driver was connected to.
+    pub node: u32,
 }
 
 pub struct Roster {
@@ -50,6 +61,7 @@ impl Roster {
                 .map(|_| Slot {
                     ts: AtomicI64::new(i64::MIN),
                     sent_ns: AtomicU64::new(0),
+                    node: AtomicU32::new(0),
                 })
                 .collect(),
             last: (0..n).map(|_| Mutex::new(None)).collect(),
@@ -74,21 +86,27 @@ impl Roster {
         self.index.get(id).map(|&i| i as usize)
     }
 
-    /// Notes that driver `i` first sent the fix stamped `ts` at `sent_ns`.
-    pub fn record_send(&self, i: usize, seq: u64, ts: i64, sent_ns: u64) {
+    /// Notes that driver `i` first sent the fix stamped `ts` at `sent.at_ns`,
+    /// connected to hub URL `sent.node`.
+    pub fn record_send(&self, i: usize, seq: u64, ts: i64, sent: Sent) {
         let slot = &self.sends[i * SEND_SLOTS + (seq as usize % SEND_SLOTS)];
-        // Time first, then the key with Release: a reader that sees the key sees the time.
-        slot.sent_ns.store(sent_ns, Ordering::Relaxed);
+        // Time and node first, then the key with Release: a reader that sees
+        // the key sees them.
+        slot.sent_ns.store(sent.at_ns, Ordering::Relaxed);
+        slot.node.store(sent.node, Ordering::Relaxed);
         slot.ts.store(ts, Ordering::Release);
     }
 
-    /// When driver `i`'s fix `ts` was sent, if still remembered.
-    pub fn sent_at(&self, i: usize, ts: i64) -> Option<u64> {
+    /// When and through which node driver `i`'s fix `ts` was sent, if still remembered.
+    pub fn sent_at(&self, i: usize, ts: i64) -> Option<Sent> {
         let slots = self.sends.get(i * SEND_SLOTS..(i + 1) * SEND_SLOTS)?;
         slots
             .iter()
             .find(|s| s.ts.load(Ordering::Acquire) == ts)
-            .map(|s| s.sent_ns.load(Ordering::Relaxed))
+            .map(|s| Sent {
+                at_ns: s.sent_ns.load(Ordering::Relaxed),
+                node: s.node.load(Ordering::Relaxed),
+            })
     }
 
     pub fn set_last(&self, i: usize, fix: LastFix) {
@@ -126,12 +144,13 @@ mod tests {
     #[test]
     fn send_times_are_found_by_ts() {
         let r = Roster::new(vec!["a".into(), "b".into()]);
-        r.record_send(1, 3, 1_000, 42);
-        assert_eq!(r.sent_at(1, 1_000), Some(42));
+        let sent = Sent { at_ns: 42, node: 1 };
+        r.record_send(1, 3, 1_000, sent);
+        assert_eq!(r.sent_at(1, 1_000), Some(sent));
         assert_eq!(r.sent_at(0, 1_000), None);
         assert_eq!(r.index_of("b"), Some(1));
         // Sixteen sends later the slot is reused.
-        r.record_send(1, 3 + SEND_SLOTS as u64, 2_000, 43);
+        r.record_send(1, 3 + SEND_SLOTS as u64, 2_000, Sent { at_ns: 43, node: 0 });
         assert_eq!(r.sent_at(1, 1_000), None);
     }
 }

@@ -17,7 +17,7 @@ use crate::driver::{self, Control, Credential, DriverConfig};
 use crate::net;
 use crate::procstat::{self, Sampler};
 use crate::report::{
-    ClientUsage, Connections, Deliveries, FinalState, Host, Latency, Positions, Report,
+    AuxUsage, ClientUsage, Connections, Deliveries, FinalState, Host, Latency, Positions, Report,
     ScenarioSummary, ServerUsage,
 };
 use crate::roster::Roster;
@@ -65,6 +65,8 @@ pub struct Scenario {
     pub driver_prefix: String,
     /// Hub processes whose CPU and memory are reported.
     pub server_pids: Vec<u32>,
+    /// Other processes (e.g. the cluster's Redis) whose CPU is reported apart.
+    pub aux_pids: Vec<u32>,
     /// Longest wait for the acks to drain, and again for dashboards to catch up.
     pub settle_timeout: Duration,
     pub resend_capacity: usize,
@@ -92,6 +94,7 @@ impl Scenario {
             fleet: "demo".into(),
             driver_prefix: "d".into(),
             server_pids: Vec::new(),
+            aux_pids: Vec::new(),
             settle_timeout: Duration::from_secs(30),
             resend_capacity: 600,
             spread_sources: None,
@@ -169,17 +172,19 @@ struct Mark {
     written: u64,
     deliveries: u64,
     server_cpu: f64,
+    aux_cpu: f64,
     client_cpu: f64,
     load_avg: f64,
 }
 
 impl Mark {
-    fn take(stats: &Stats, pids: &[u32]) -> Self {
+    fn take(stats: &Stats, s: &Scenario) -> Self {
         Self {
             at: Instant::now(),
             written: Stats::get(&stats.written),
             deliveries: Stats::get(&stats.deliveries),
-            server_cpu: procstat::total_cpu(pids),
+            server_cpu: procstat::total_cpu(&s.server_pids),
+            aux_cpu: procstat::total_cpu(&s.aux_pids),
             client_cpu: procstat::total_cpu(&[std::process::id()]),
             load_avg: procstat::load_avg_1m(),
         }
@@ -219,7 +224,7 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<Report> {
         );
     }
 
-    let start = Mark::take(&fleet.stats, &scenario.server_pids);
+    let start = Mark::take(&fleet.stats, &scenario);
     fleet
         .stats
         .measuring
@@ -230,7 +235,7 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<Report> {
         .stats
         .measuring
         .store(false, std::sync::atomic::Ordering::Relaxed);
-    let end = Mark::take(&fleet.stats, &scenario.server_pids);
+    let end = Mark::take(&fleet.stats, &scenario);
     let _ = fleet.sending.send(false);
     if let Some(churn) = churn {
         churn.abort();
@@ -466,9 +471,17 @@ fn build_report(s: &Scenario, fleet: &Fleet, final_state: FinalState, w: Window)
     let secs = w.end.at.duration_since(w.start.at).as_secs_f64().max(1e-9);
     let in_window = w.end.deliveries - w.start.deliveries;
     let written = w.end.written - w.start.written;
-    let mut e2e = latency_histogram();
+    let (mut e2e, mut same, mut cross) = (
+        latency_histogram(),
+        latency_histogram(),
+        latency_histogram(),
+    );
     for view in &fleet.views {
-        let _ = e2e.add(&lock(view).latency);
+        let view = lock(view);
+        // Same bounds everywhere, so `add` cannot fail.
+        let _ = e2e.add(&view.latency);
+        let _ = same.add(&view.same_node);
+        let _ = cross.add(&view.cross_node);
     }
     let positions = positions(st);
     let passed = positions.lost == 0 && final_state.pass;
@@ -486,6 +499,8 @@ fn build_report(s: &Scenario, fleet: &Fleet, final_state: FinalState, w: Window)
         },
         ack_latency: Latency::from_us(&st.ack_latency()),
         e2e_latency: Latency::from_us(&e2e),
+        e2e_same_node: Latency::from_us(&same),
+        e2e_cross_node: Latency::from_us(&cross),
         deliveries: Deliveries {
             total: Stats::get(&st.deliveries),
             in_window,
@@ -502,6 +517,7 @@ fn build_report(s: &Scenario, fleet: &Fleet, final_state: FinalState, w: Window)
         },
         final_state,
         server: server_usage(s, &w, written, in_window, secs),
+        aux: aux_usage(s, &w, written, secs),
         client: ClientUsage {
             cpu_seconds_in_window: w.end.client_cpu - w.start.client_cpu,
             cpu_cores: (w.end.client_cpu - w.start.client_cpu) / secs,
@@ -574,6 +590,23 @@ fn server_usage(
         },
         peak_rss_mb: server_peaks().map(|(_, p)| p.rss_bytes as f64).sum::<f64>() / MB,
         vm_hwm_mb: server_peaks().map(|(_, p)| p.hwm_bytes as f64).sum::<f64>() / MB,
+    })
+}
+
+fn aux_usage(s: &Scenario, w: &Window, written: u64, secs: f64) -> Option<AuxUsage> {
+    if s.aux_pids.is_empty() {
+        return None;
+    }
+    let cpu = w.end.aux_cpu - w.start.aux_cpu;
+    Some(AuxUsage {
+        pids: s.aux_pids.clone(),
+        cpu_seconds: cpu,
+        cpu_cores: cpu / secs,
+        cpu_s_per_1000_positions: if written > 0 {
+            cpu / (written as f64 / 1000.0)
+        } else {
+            0.0
+        },
     })
 }
 
