@@ -13,6 +13,20 @@ struct Beat {
     incarnation: u64,
     beat: u64,
     changed: Instant,
+    /// Silent past the timeout: dead until its beat moves again (its last
+    /// beat stays in Redis after a `kill -9`).
+    dead: bool,
+}
+
+impl Beat {
+    fn new(incarnation: u64, beat: u64, now: Instant) -> Self {
+        Self {
+            incarnation,
+            beat,
+            changed: now,
+            dead: false,
+        }
+    }
 }
 
 pub struct Nodes {
@@ -56,36 +70,35 @@ impl Nodes {
                     if known.beat != beat {
                         known.beat = beat;
                         known.changed = now;
+                        known.dead = false;
                     }
                 }
                 Some(known) => {
-                    gone.push((node.clone(), known.incarnation));
-                    *known = Beat {
-                        incarnation,
-                        beat,
-                        changed: now,
-                    };
+                    if !known.dead {
+                        gone.push((node.clone(), known.incarnation));
+                    }
+                    *known = Beat::new(incarnation, beat, now);
                 }
                 None => {
-                    seen.insert(
-                        node.clone(),
-                        Beat {
-                            incarnation,
-                            beat,
-                            changed: now,
-                        },
-                    );
+                    seen.insert(node.clone(), Beat::new(incarnation, beat, now));
                 }
             }
         }
+        // Removed from Redis (a node that stopped cleanly): forgotten.
         seen.retain(|node, known| {
-            let silent = now.duration_since(known.changed) > self.timeout;
-            let alive = node == &self.me || (beats.contains_key(node) && !silent);
-            if !alive {
+            let kept = node == &self.me || beats.contains_key(node);
+            if !kept && !known.dead {
                 gone.push((node.clone(), known.incarnation));
             }
-            alive
+            kept
         });
+        for (node, known) in seen.iter_mut() {
+            let silent = now.duration_since(known.changed) > self.timeout;
+            if silent && !known.dead && node != &self.me {
+                known.dead = true;
+                gone.push((node.clone(), known.incarnation));
+            }
+        }
         gone
     }
 
@@ -95,12 +108,10 @@ impl Nodes {
         if let Some(known) = seen.get_mut(node)
             && known.incarnation != incarnation
         {
-            self.gone.lock().push((node.to_owned(), known.incarnation));
-            *known = Beat {
-                incarnation,
-                beat: 0,
-                changed: Instant::now(),
-            };
+            if !known.dead {
+                self.gone.lock().push((node.to_owned(), known.incarnation));
+            }
+            *known = Beat::new(incarnation, 0, Instant::now());
         }
     }
 
@@ -113,7 +124,7 @@ impl Nodes {
         self.seen
             .lock()
             .get(node)
-            .is_some_and(|k| k.incarnation == incarnation)
+            .is_some_and(|k| k.incarnation == incarnation && !k.dead)
     }
 
     /// After an outage of this node's link: every node gets a fresh timeout,

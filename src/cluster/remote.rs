@@ -1,8 +1,8 @@
 //! Drivers of other nodes that this node has heard of on the channels it
 //! listens to: their newest position, status and owner. Remote positions go
 //! through the same spatial index, coalescing and time order as local ones:
-//! a position older than the one known is not shown, and an owner older than
-//! the one known is not believed.
+//! a position older than the one known is not shown, and a status change is
+//! taken only from the node that sent the position shown.
 
 use std::sync::Arc;
 
@@ -76,12 +76,18 @@ impl RemoteDrivers {
             }
         };
         let known = entry.get_mut();
-        if origin.epoch < known.origin.epoch {
+        // Fix time orders positions, whichever node sent them: epochs are not
+        // comparable across a Redis that lost them (restarted empty) or a
+        // session claimed while Redis was down (epoch 0).
+        let newer = position.ts() > known.position.ts();
+        let owner_on_same_fix =
+            position.ts() == known.position.ts() && known.origin.node == origin.node;
+        if !(newer || owner_on_same_fix) {
+            // An older fix, or another node's word on the fix already shown.
             return false;
         }
         known.origin = origin.clone();
         known.heard = Timestamp::now();
-        let newer = position.ts() > known.position.ts();
         if newer {
             let previous = std::mem::replace(&mut known.position, position);
             known.update = Arc::clone(&update);
@@ -94,11 +100,10 @@ impl RemoteDrivers {
         newer
     }
 
-    /// A driver moved to `origin` (a takeover): updates from older owners are ignored from now on.
+    /// A driver moved to `origin` (a takeover): its status is the new owner's
+    /// to tell, and the old owner's death no longer concerns it.
     pub fn note_owner(&self, key: &DriverKey, origin: &Origin) {
-        if let Some(mut known) = self.drivers.get_mut(key)
-            && known.origin.epoch < origin.epoch
-        {
+        if let Some(mut known) = self.drivers.get_mut(key) {
             known.origin = origin.clone();
         }
     }
