@@ -73,30 +73,27 @@ impl Conn {
     /// Subscribes to channels, one command each on a cluster (they may live
     /// on different shards); `sharded` uses SSUBSCRIBE there.
     pub async fn subscribe(&mut self, channels: &[String], sharded: bool) -> RedisResult<()> {
-        match self {
-            Conn::Single(c) if !channels.is_empty() => c.subscribe(channels).await,
-            Conn::Single(_) => Ok(()),
-            Conn::Cluster(c) => {
-                for channel in channels {
-                    match sharded {
-                        true => c.ssubscribe(channel).await?,
-                        false => c.subscribe(channel).await?,
-                    }
-                }
-                Ok(())
-            }
-        }
+        self.listen(channels, sharded, true).await
     }
 
     pub async fn unsubscribe(&mut self, channels: &[String], sharded: bool) -> RedisResult<()> {
+        self.listen(channels, sharded, false).await
+    }
+
+    async fn listen(&mut self, channels: &[String], sharded: bool, on: bool) -> RedisResult<()> {
+        if channels.is_empty() {
+            return Ok(());
+        }
         match self {
-            Conn::Single(c) if !channels.is_empty() => c.unsubscribe(channels).await,
-            Conn::Single(_) => Ok(()),
+            Conn::Single(c) if on => c.subscribe(channels).await,
+            Conn::Single(c) => c.unsubscribe(channels).await,
             Conn::Cluster(c) => {
                 for channel in channels {
-                    match sharded {
-                        true => c.sunsubscribe(channel).await?,
-                        false => c.unsubscribe(channel).await?,
+                    match (on, sharded) {
+                        (true, true) => c.ssubscribe(channel).await?,
+                        (true, false) => c.subscribe(channel).await?,
+                        (false, true) => c.sunsubscribe(channel).await?,
+                        (false, false) => c.unsubscribe(channel).await?,
                     }
                 }
                 Ok(())

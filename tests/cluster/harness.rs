@@ -122,12 +122,57 @@ pub async fn redis_cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
+/// A server process of the test (redis-server, a hub node), killed by PID.
+struct Process {
+    what: String,
+    child: Option<Child>,
+}
+
+impl Process {
+    fn new(what: String) -> Self {
+        Self { what, child: None }
+    }
+
+    fn started(&mut self, child: Child) {
+        assert!(self.child.is_none(), "{} is already running", self.what);
+        self.child = Some(child);
+    }
+
+    /// How it ended, if it has.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(|c| c.id())
+            .unwrap_or_else(|| panic!("{} is not running", self.what))
+    }
+
+    /// SIGKILL by PID; returns once the process is gone.
+    async fn kill9(&mut self) {
+        let what = &self.what;
+        let mut child = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("{what} is not running"));
+        child
+            .start_kill()
+            .unwrap_or_else(|e| panic!("SIGKILL {what}: {e}"));
+        child
+            .wait()
+            .await
+            .unwrap_or_else(|e| panic!("{what} exits: {e}"));
+    }
+}
+
 /// One `redis-server` on a loopback port, a child of the test.
 pub struct Redis {
     pub port: u16,
     dir: PathBuf,
     extra: Vec<String>,
-    child: Option<Child>,
+    process: Process,
     /// Held by single servers; a cluster's nodes share their cluster's.
     _own_dir: Option<tempfile::TempDir>,
 }
@@ -136,11 +181,12 @@ impl Redis {
     /// A plain server, no persistence, on a free port; returns once it answers PING.
     pub async fn start() -> Redis {
         let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = free_port();
         let mut redis = Redis {
-            port: free_port(),
+            port,
             dir: dir.path().to_owned(),
             extra: Vec::new(),
-            child: None,
+            process: Process::new(format!("redis-server on port {port}")),
             _own_dir: Some(dir),
         };
         redis.spawn().await;
@@ -152,7 +198,6 @@ impl Redis {
     }
 
     async fn spawn(&mut self) {
-        assert!(self.child.is_none(), "redis-server is already running");
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
             .arg(self.port.to_string())
@@ -171,7 +216,7 @@ impl Redis {
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!("redis-server is required for the cluster tests and did not start: {e}")
         });
-        self.child = Some(child);
+        self.process.started(child);
         self.wait_ping().await;
     }
 
@@ -179,9 +224,7 @@ impl Redis {
     pub async fn wait_ping(&mut self) {
         let start = Instant::now();
         while !ping(self.port, Duration::from_millis(500)).await {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
+            if let Some(status) = self.process.exited() {
                 panic!(
                     "redis-server on port {} exited ({status}):\n{}",
                     self.port,
@@ -199,17 +242,12 @@ impl Redis {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child
-            .as_ref()
-            .and_then(|c| c.id())
-            .expect("redis-server is running")
+        self.process.pid()
     }
 
     /// SIGKILL by PID; returns once the process is gone.
     pub async fn kill(&mut self) {
-        let mut child = self.child.take().expect("redis-server is running");
-        child.start_kill().expect("SIGKILL redis-server");
-        child.wait().await.expect("redis-server exits");
+        self.process.kill9().await;
     }
 
     /// Starts the server again on the same port (empty: no persistence).
@@ -266,7 +304,7 @@ impl RedisCluster {
                         .display()
                         .to_string(),
                 ],
-                child: None,
+                process: Process::new(format!("redis-server on port {port}")),
                 _own_dir: None,
             };
             node.spawn().await;
@@ -417,7 +455,7 @@ pub struct Node {
     pub port: u16,
     env: Vec<(String, String)>,
     log: PathBuf,
-    child: Option<Child>,
+    process: Process,
     starts: u32,
     pub http: reqwest::Client,
 }
@@ -431,7 +469,7 @@ impl Node {
             port: free_port(),
             env,
             log: log_dir.join(format!("node-{id}.log")),
-            child: None,
+            process: Process::new(format!("node {id}")),
             starts: 0,
             http: reqwest::Client::new(),
         };
@@ -440,7 +478,6 @@ impl Node {
     }
 
     async fn spawn(&mut self) {
-        assert!(self.child.is_none(), "node {} is already running", self.id);
         self.starts += 1;
         let bin = std::env::var("FLEETHUB_TEST_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_fleethub").to_owned());
@@ -467,7 +504,8 @@ impl Node {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        self.child = Some(cmd.spawn().expect("the fleethub binary starts"));
+        self.process
+            .started(cmd.spawn().expect("the fleethub binary starts"));
         let healthz = self.url("/healthz");
         let start = Instant::now();
         loop {
@@ -476,9 +514,7 @@ impl Node {
             {
                 return;
             }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
+            if let Some(status) = self.process.exited() {
                 panic!(
                     "node {} exited at start-up ({status}):\n{}",
                     self.id,
@@ -496,17 +532,12 @@ impl Node {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child
-            .as_ref()
-            .and_then(|c| c.id())
-            .expect("the node is running")
+        self.process.pid()
     }
 
     /// `kill -9`: no shutdown, no goodbye to Redis.
     pub async fn kill9(&mut self) {
-        let mut child = self.child.take().expect("the node is running");
-        child.start_kill().expect("SIGKILL the node");
-        child.wait().await.expect("the node exits");
+        self.process.kill9().await;
     }
 
     /// Starts the node again under the same id and port (a new incarnation).
