@@ -23,8 +23,8 @@ async fn a_driver_moving_from_a_to_b_closes_its_session_on_a_with_4001_and_its_t
     assert_eq!(on_a.seq, 5);
 
     // The same driver connects to B (its app lost A and found B).
-    let mut on_b = pair.b.driver("d1", "acme", on_a.at).await;
     let moved = Instant::now();
+    let mut on_b = pair.b.driver("d1", "acme", on_a.at).await;
     assert_eq!(
         on_b.welcome_last_seq(),
         5,
@@ -35,10 +35,10 @@ async fn a_driver_moving_from_a_to_b_closes_its_session_on_a_with_4001_and_its_t
     let took = moved.elapsed();
     assert_eq!(ended, Ended::Closed(4001, "replaced".into()));
     assert!(
-        took < Duration::from_millis(1500),
-        "A closed the replaced session {took:?} after B's welcome"
+        took < Duration::from_secs(1),
+        "A closed the replaced session {took:?} after the driver connected to B"
     );
-    eprintln!("A closed the replaced session after {took:?}");
+    eprintln!("A closed the replaced session {took:?} after the driver connected to B");
 
     // The app resends from seq 3 (it had not seen the acks of 3..5), then 6..8.
     let mut items: Vec<_> = on_a.sent[2..]
