@@ -11,5 +11,6 @@ pub mod filters;
 pub mod http_upload;
 pub mod pipeline;
 pub mod rate_limit;
+pub mod units;
 
 pub use pipeline::{Pipeline, Refusal};
