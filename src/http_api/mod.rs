@@ -17,6 +17,7 @@ use actix_web::{FromRequest, Handler, HttpResponse, Resource, Responder, web};
 pub use error::{ApiError, extractor_configs, json_errors};
 
 use crate::dashboards;
+use crate::devices;
 use crate::ingest::{driver_session, http_upload};
 use crate::trails::history;
 
@@ -32,6 +33,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(get("/api/v1/me", live::me))
         .service(get("/api/v1/ui-config", live::ui_config))
         .service(get("/api/v1/subscriptions", live::subscriptions))
+        .service(
+            web::resource("/api/v1/devices")
+                .route(web::get().to(devices::api::list))
+                .route(web::post().to(devices::api::create)),
+        )
+        .service(
+            web::resource("/api/v1/devices/{device_id}")
+                .route(web::delete().to(devices::api::delete)),
+        )
+        .service(
+            web::resource("/api/v1/devices/{device_id}/key")
+                .route(web::post().to(devices::api::rotate_key)),
+        )
         // Before the dashboard's files, whose fallback takes every other path.
         .service(web::resource("/api/{tail:.*}").to(no_such_endpoint))
         .configure(static_files::routes)

@@ -20,6 +20,7 @@ pub use crate::app_state::AppState;
 use crate::auth::{Authenticator, Role};
 use crate::cluster;
 use crate::config::Settings;
+use crate::devices::DeviceRegistry;
 use crate::http_api::admission::Admission;
 use crate::ingest::Pipeline;
 use crate::ingest::rate_limit::{self, driver_limiter};
@@ -94,6 +95,7 @@ impl Application {
             subscriptions,
             admission,
             writer,
+            devices: Arc::new(DeviceRegistry::new(Arc::clone(&store))),
             store,
             metrics: metrics::install(),
             shutdown,
