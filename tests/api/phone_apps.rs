@@ -3,6 +3,7 @@
 //! positions reaching dashboards and trails like a WebSocket driver's.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use secrecy::SecretString;
@@ -421,11 +422,25 @@ async fn owntracks_locations_are_stored_and_shown_and_other_messages_ignored() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body, json!([]));
     let items = dash.items_until_ts("d3", ts).await;
-    let item = items.iter().rev().find(|i| i["driver"] == "d3").unwrap();
+    let item = items
+        .iter()
+        .rev()
+        .find(|i| i["driver"] == "d3")
+        .unwrap()
+        .clone();
     assert!(
         (item["speed"].as_f64().unwrap() - 10.0).abs() < 1e-9,
         "36 km/h is 10 m/s"
     );
+    // The same item as a WebSocket driver's.
+    let mut ws = app.driver("d4", "acme").await;
+    ws.client
+        .send(&json!({"type":"pos","seq":1,"ts":ts,"lat":52.4,"lon":13.3,"speed":1.0,"heading":2.0,"acc":3.0}))
+        .await;
+    ws.ack_covering(1).await;
+    let items = dash.items_until("d4").await;
+    let ws_item = items.iter().rev().find(|i| i["driver"] == "d4").unwrap();
+    assert_eq!(keys_of(&item), keys_of(ws_item), "{item} vs {ws_item}");
 
     let transition = json!({"_type": "transition", "event": "enter", "desc": "depot",
         "tst": ts / 1000 + 5, "lat": 52.0, "lon": 13.0, "acc": 10});
@@ -469,6 +484,34 @@ async fn owntracks_locations_are_stored_and_shown_and_other_messages_ignored() {
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     let (status, body) = owntracks(&app, "ot1", &key, &json!({"lat": 1})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+/// What another node of a cluster sees: a device deleted in the database
+/// behind this node's back is refused once its cached copy is 5 s old.
+#[tokio::test]
+async fn a_device_deleted_elsewhere_is_refused_within_the_cache_ttl() {
+    let app = spawn_app().await;
+    let key = device(&app, "acme", "d1", "p1", "osmand").await;
+    let ts = secs_ago(60);
+    let query = format!("id=p1&lat=52.5&lon=13.4&timestamp={}&key={key}", ts / 1000);
+    assert_eq!(osmand_get(&app, &query).await.0, StatusCode::OK);
+    let id = fleethub::devices::DeviceId::parse("p1").unwrap();
+    let fleet = fleethub::domain::FleetId::parse("acme").unwrap();
+    let deleted = app.state.store.devices().delete(&id, &fleet).await.unwrap();
+    assert!(deleted);
+    let start = std::time::Instant::now();
+    loop {
+        let (status, _) = osmand_get(&app, &query).await;
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            start.elapsed() < fleethub::devices::registry::CACHE_TTL + Duration::from_secs(2),
+            "still taken after the cache's TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]
