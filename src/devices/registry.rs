@@ -19,6 +19,7 @@ use super::{Device, DeviceId, DeviceStore, Protocol, keys};
 use crate::auth::DriverIdentity;
 use crate::domain::Timestamp;
 use crate::http_api::ApiError;
+use crate::metrics as m;
 use crate::protocol::ErrorCode;
 use crate::trails::{StoreError, TrailStore};
 
@@ -111,6 +112,19 @@ impl DeviceRegistry {
     /// registered for `protocol`. Only the device's existence is told before
     /// the key is checked.
     pub async fn authenticate(
+        &self,
+        id: Option<&str>,
+        key: Option<&str>,
+        protocol: Protocol,
+    ) -> Result<Arc<KnownDevice>, DeviceRefused> {
+        let checked = self.check(id, key, protocol).await;
+        if let Err(e) = &checked {
+            m::device_refused(protocol.as_str(), e.code().as_str());
+        }
+        checked
+    }
+
+    async fn check(
         &self,
         id: Option<&str>,
         key: Option<&str>,

@@ -374,6 +374,16 @@ async fn osmand_refusals_carry_the_error_body() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("fleethub_device_refusals_total")
+                && l.contains("code=\"device_key_invalid\"")
+                && l.contains("protocol=\"osmand\"")),
+        "{metrics}"
+    );
     // An OwnTracks device is not an OsmAnd one, whatever its key.
     let other = device(&app, "acme", "d2", "phone2", "owntracks").await;
     let query = format!("id=phone2&lat=52.5&lon=13.4&key={other}");
