@@ -81,3 +81,39 @@ pub async fn store_fix(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn with_authorization(value: &str) -> HttpRequest {
+        TestRequest::default()
+            .insert_header((header::AUTHORIZATION, value))
+            .to_http_request()
+    }
+
+    #[test]
+    fn basic_credentials_are_read_and_anything_else_is_none() {
+        // "p1:s3cr:et", the password may hold colons.
+        let encoded = STANDARD.encode("p1:s3cr:et");
+        let auth = basic_auth(&with_authorization(&format!("Basic {encoded}"))).unwrap();
+        assert_eq!(auth.user, "p1");
+        assert_eq!(auth.password.expose_secret(), "s3cr:et");
+        assert!(basic_auth(&with_authorization(&format!("basic {encoded}"))).is_some());
+        for bad in [
+            "Bearer abc".to_owned(),
+            "Basic !!!".to_owned(),
+            format!("Basic {}", STANDARD.encode("no-colon")),
+            format!(
+                "Basic {}",
+                STANDARD.encode(format!("p1:{}", "k".repeat(300)))
+            ),
+        ] {
+            assert!(basic_auth(&with_authorization(&bad)).is_none(), "{bad}");
+        }
+        assert!(basic_auth(&TestRequest::default().to_http_request()).is_none());
+    }
+}
