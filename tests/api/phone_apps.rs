@@ -578,3 +578,31 @@ async fn devices_and_osmand_work_on_sqlite() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn a_phone_app_is_rate_limited_as_its_driver() {
+    let app = spawn_app_with(|s| {
+        s.driver.rate_per_sec = 1;
+        s.driver.rate_burst = 2;
+    })
+    .await;
+    let key = device(&app, "acme", "d1", "p1", "osmand").await;
+    // The burst of 2 is taken at once; the bucket refills one a second, so
+    // of the next few requests (well within a second) some are refused.
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let ts = secs_ago(30 - i);
+        let query = format!("id=p1&lat=52.5&lon=13.4&timestamp={ts}&key={key}");
+        let (status, body) = osmand_get(&app, &query).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(error_code(&body), "rate_limited");
+        }
+        statuses.push(status.as_u16());
+    }
+    assert_eq!(statuses[..2], [200, 200], "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+}
