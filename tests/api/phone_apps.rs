@@ -606,3 +606,57 @@ async fn a_phone_app_is_rate_limited_as_its_driver() {
         "{statuses:?}"
     );
 }
+
+/// With the database gone the trail queue fills: the app is told 503
+/// `storage_unavailable` (it keeps the fix and retries), and what was
+/// waiting is answered once the database is back.
+#[tokio::test]
+async fn osmand_answers_503_when_storage_is_unavailable() {
+    let proxy = crate::proxy::Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let port = proxy.port;
+    let app = spawn_app_with(|s| {
+        use secrecy::ExposeSecret;
+        s.database.url = crate::helpers::via_port(s.database.url.expose_secret(), port).into();
+        s.trails.queue_capacity = 3;
+    })
+    .await;
+    let key = device(&app, "acme", "d1", "p1", "osmand").await;
+    let fix = |secs: i64| {
+        let ts = secs_ago(secs) / 1000;
+        app.url(&format!(
+            "/ingest/osmand?id=p1&lat=52.5&lon=13.4&timestamp={ts}&key={key}"
+        ))
+    };
+    assert_eq!(
+        app.http.get(fix(60)).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    proxy.cut();
+    let waiting: Vec<_> = (0..3)
+        .map(|i| {
+            let request = app.http.get(fix(50 - i));
+            tokio::spawn(async move { request.send().await.map(|r| r.status()) })
+        })
+        .collect();
+    crate::helpers::eventually("the trail queue is full", || async {
+        app.state.writer.queued() >= 3
+    })
+    .await;
+    let res = app.http.get(fix(40)).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (_, body) = json_of(res).await;
+    assert_eq!(error_code(&body), "storage_unavailable");
+    proxy.restore();
+    for request in waiting {
+        let status = request.await.unwrap().unwrap();
+        assert!(
+            status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{status}"
+        );
+    }
+    // The app's retry is taken.
+    crate::helpers::eventually("the retry is stored", || async {
+        app.http.get(fix(40)).send().await.map(|r| r.status()).ok() == Some(StatusCode::OK)
+    })
+    .await;
+}
