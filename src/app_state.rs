@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Authenticator;
 use crate::cluster::ClusterBus;
 use crate::config::Settings;
+use crate::devices::DeviceRegistry;
 use crate::http_api::admission::Admission;
 use crate::ingest::Pipeline;
 use crate::live::{DriverRegistry, LiveDrivers, Subscriptions};
@@ -35,6 +36,8 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     pub writer: TrailWriter,
     pub store: Arc<dyn TrailStore>,
+    /// The phone apps allowed to post positions (kept in the trail database).
+    pub devices: Arc<DeviceRegistry>,
     pub metrics: PrometheusHandle,
     /// Cancelled when the hub stops.
     pub shutdown: CancellationToken,

@@ -32,6 +32,31 @@ pub struct Settings {
     pub ws: WsSettings,
     pub trails: TrailSettings,
     pub map: MapSettings,
+    pub ingest: IngestSettings,
+}
+
+/// The phone apps' ingest paths (docs/PROTOCOL.md, "Phone apps").
+#[derive(Debug, Clone, Deserialize)]
+pub struct IngestSettings {
+    /// A listener of its own for `/ingest/osmand` (Traccar Client's usual
+    /// port is 5055); empty: only on the hub's port.
+    pub osmand_listen: String,
+}
+
+impl IngestSettings {
+    /// The OsmAnd listener's address, `None` when it is off.
+    pub fn osmand_listen(&self) -> Result<Option<SocketAddr>, SettingsError> {
+        let raw = self.osmand_listen.trim();
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        raw.parse().map(Some).map_err(|_| {
+            invalid(
+                "ingest.osmand_listen",
+                "must be an address and port, such as 127.0.0.1:5055, or empty",
+            )
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -273,6 +298,7 @@ impl Settings {
             ));
         }
         self.validate_cluster()?;
+        self.ingest.osmand_listen()?;
         let positive = [
             ("driver.offline_after_secs", self.driver.offline_after_secs),
             ("driver.rate_per_sec", self.driver.rate_per_sec.into()),
@@ -430,6 +456,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn the_osmand_listener_is_off_by_default_and_an_address_when_set() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.ingest.osmand_listen().unwrap(), None);
+        let s = load(&[("FLEETHUB_INGEST__OSMAND_LISTEN", "0.0.0.0:5055")]).unwrap();
+        let addr = s.ingest.osmand_listen().unwrap().unwrap();
+        assert_eq!(addr.port(), 5055);
+        let err = load(&[("FLEETHUB_INGEST__OSMAND_LISTEN", "5055")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingest.osmand_listen"), "{err}");
     }
 
     #[test]

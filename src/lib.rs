@@ -16,6 +16,7 @@ pub mod config;
 pub mod dashboards;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod devices;
 pub mod domain;
 pub mod http_api;
 pub mod ingest;

@@ -38,6 +38,7 @@ pub const CLUSTER_CHANNELS: &str = "fleethub_cluster_channels";
 pub const CLUSTER_DROPPED: &str = "fleethub_cluster_dropped_total";
 pub const CLUSTER_RESUBSCRIBES: &str = "fleethub_cluster_resubscribes_total";
 pub const CLUSTER_TAKEOVERS: &str = "fleethub_cluster_takeovers_total";
+pub const DEVICE_REFUSALS: &str = "fleethub_device_refusals_total";
 
 /// Latency buckets from 50 µs to 10 s.
 const BUCKETS: &[f64] = &[
@@ -130,6 +131,12 @@ pub fn received(n: u64) {
 
 pub fn rejected(code: &'static str, n: u64) {
     counter!(POSITIONS_REJECTED, "code" => code).increment(n);
+}
+
+/// A phone app's request refused before its fix was read (no key, unknown
+/// device, wrong key...), by the path's protocol and the refusal's code.
+pub fn device_refused(protocol: &'static str, code: &'static str) {
+    counter!(DEVICE_REFUSALS, "protocol" => protocol, "code" => code).increment(1);
 }
 
 pub fn late() {

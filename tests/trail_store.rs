@@ -539,6 +539,9 @@ impl TrailStore for Counting {
     fn reads(&self) -> &dyn TrailReads {
         self.inner.reads()
     }
+    fn devices(&self) -> &dyn fleethub::devices::DeviceStore {
+        self.inner.devices()
+    }
     async fn apply_retention(&self, days: u32) -> Result<u64, StoreError> {
         self.inner.apply_retention(days).await
     }

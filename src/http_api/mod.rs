@@ -17,7 +17,8 @@ use actix_web::{FromRequest, Handler, HttpResponse, Resource, Responder, web};
 pub use error::{ApiError, extractor_configs, json_errors};
 
 use crate::dashboards;
-use crate::ingest::{driver_session, http_upload};
+use crate::devices;
+use crate::ingest::{driver_session, http_upload, osmand, owntracks};
 use crate::trails::history;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -32,10 +33,40 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(get("/api/v1/me", live::me))
         .service(get("/api/v1/ui-config", live::ui_config))
         .service(get("/api/v1/subscriptions", live::subscriptions))
+        .service(
+            web::resource("/api/v1/devices")
+                .route(web::get().to(devices::api::list))
+                .route(web::post().to(devices::api::create)),
+        )
+        .service(
+            web::resource("/api/v1/devices/{device_id}")
+                .route(web::delete().to(devices::api::delete)),
+        )
+        .service(
+            web::resource("/api/v1/devices/{device_id}/key")
+                .route(web::post().to(devices::api::rotate_key)),
+        )
+        .configure(osmand_routes)
+        .service(web::resource("/ingest/owntracks").route(web::post().to(owntracks::ingest)))
         // Before the dashboard's files, whose fallback takes every other path.
         .service(web::resource("/api/{tail:.*}").to(no_such_endpoint))
         .configure(static_files::routes)
         .default_service(web::to(no_such_endpoint));
+}
+
+/// The OsmAnd protocol's one path: on the hub's port, and alone on the
+/// `ingest.osmand_listen` listener (with the JSON errors for anything else).
+pub fn osmand_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/ingest/osmand")
+            .route(web::get().to(osmand::ingest))
+            .route(web::post().to(osmand::ingest)),
+    );
+}
+
+/// Every other path of the OsmAnd listener.
+pub async fn no_such_endpoint() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found("no such endpoint"))
 }
 
 /// A path served by `GET` alone. One resource per path, so that another
@@ -48,8 +79,4 @@ where
     F::Output: Responder + 'static,
 {
     web::resource(path).route(web::get().to(handler))
-}
-
-async fn no_such_endpoint() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found("no such endpoint"))
 }

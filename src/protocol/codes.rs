@@ -58,6 +58,10 @@ error_codes! {
     TooManyConnections => "too_many_connections", 429;
     ServerBusy => "server_busy", 503;
     Internal => "internal", 500;
+    DeviceKeyMissing => "device_key_missing", 401;
+    DeviceKeyInvalid => "device_key_invalid", 401;
+    UnknownDevice => "unknown_device", 404;
+    DeviceExists => "device_exists", 409;
 }
 
 impl ErrorCode {

@@ -20,6 +20,7 @@ pub use crate::app_state::AppState;
 use crate::auth::{Authenticator, Role};
 use crate::cluster;
 use crate::config::Settings;
+use crate::devices::DeviceRegistry;
 use crate::http_api::admission::Admission;
 use crate::ingest::Pipeline;
 use crate::ingest::rate_limit::{self, driver_limiter};
@@ -37,6 +38,8 @@ const FLUSH_GRACE: Duration = Duration::from_secs(writer::LONGEST_FLUSH.as_secs(
 pub struct Application {
     local_addr: SocketAddr,
     server: Server,
+    /// The OsmAnd listener (`ingest.osmand_listen`), when set.
+    osmand: Option<(SocketAddr, Server)>,
     state: web::Data<AppState>,
     tasks: Tasks,
     writer_task: JoinHandle<()>,
@@ -58,6 +61,7 @@ impl Application {
         let listener = TcpListener::bind(listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (`listen`): {e}"))?;
         let local_addr = listener.local_addr()?;
+        let osmand_listener = osmand_listener(&settings)?;
         let store = store::connect(&settings)
             .await
             .context("opening the trail store (`database.url` / `database.sqlite_path`)")?;
@@ -94,6 +98,7 @@ impl Application {
             subscriptions,
             admission,
             writer,
+            devices: Arc::new(DeviceRegistry::new(Arc::clone(&store))),
             store,
             metrics: metrics::install(),
             shutdown,
@@ -142,6 +147,14 @@ impl Application {
         }
 
         let server = server::serve(listener, state.clone())?;
+        let osmand = match osmand_listener {
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                tracing::info!(listen = %addr, "OsmAnd listener");
+                Some((addr, server::serve_osmand(listener, state.clone())?))
+            }
+            None => None,
+        };
         let port = local_addr.port();
         tracing::info!(%listen, port, node = %state.node_id, backend = state.store.backend(), cluster = state.bus.backend(), "fleethub listening");
         if dev_mode {
@@ -150,6 +163,7 @@ impl Application {
         Ok(Self {
             local_addr,
             server,
+            osmand,
             state,
             tasks,
             writer_task,
@@ -160,6 +174,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.local_addr.port()
+    }
+
+    /// The OsmAnd listener's port, when `ingest.osmand_listen` is set.
+    pub fn osmand_port(&self) -> Option<u16> {
+        self.osmand.as_ref().map(|(addr, _)| addr.port())
     }
 
     /// An address this hub can reach itself at: the bound one, or loopback
@@ -193,6 +212,16 @@ impl Application {
                 tracing::error!(error = %e, "the HTTP server failed");
             }
         });
+        // Started and stopped with the hub's own server.
+        let osmand = self.osmand.map(|(_, osmand)| {
+            let handle = osmand.handle();
+            let task = self.tasks.spawn("OsmAnd listener", async move {
+                if let Err(e) = osmand.await {
+                    tracing::error!(error = %e, "the OsmAnd listener failed");
+                }
+            });
+            (handle, task)
+        });
         tokio::select! {
             _ = shutdown_signal() => tracing::info!("signal received, shutting down"),
             _ = shutdown.cancelled() => tracing::info!("shutdown requested"),
@@ -205,6 +234,10 @@ impl Application {
         self.state.subscriptions.close_all(Close::SHUTTING_DOWN);
         handle.stop(true).await;
         let _ = server.await;
+        if let Some((handle, task)) = osmand {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         self.cluster_stop.cancel();
         self.writer_stop.cancel();
         match tokio::time::timeout(FLUSH_GRACE, self.writer_task).await {
@@ -226,6 +259,21 @@ fn effective_listen(settings: &Settings) -> SocketAddr {
         listen.set_ip([127, 0, 0, 1].into());
     }
     listen
+}
+
+/// The OsmAnd listener's socket, bound with the hub's own (so a taken port
+/// stops start-up); dev mode keeps it on loopback too.
+fn osmand_listener(settings: &Settings) -> anyhow::Result<Option<TcpListener>> {
+    let Some(mut addr) = settings.ingest.osmand_listen()? else {
+        return Ok(None);
+    };
+    if settings.dev_mode() && !addr.ip().is_loopback() {
+        tracing::warn!(listen = %addr, "dev mode: binding the OsmAnd listener to 127.0.0.1");
+        addr.set_ip([127, 0, 0, 1].into());
+    }
+    let listener = TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (`ingest.osmand_listen`): {e}"))?;
+    Ok(Some(listener))
 }
 
 fn node_id(settings: &Settings) -> String {

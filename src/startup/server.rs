@@ -43,6 +43,28 @@ pub fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Resu
     Ok(server)
 }
 
+/// The OsmAnd listener (`ingest.osmand_listen`): `/ingest/osmand` alone, one
+/// worker (one request a fix, mostly waiting for the commit), the same
+/// state, error bodies and access log as the hub's port.
+pub fn serve_osmand(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<Server> {
+    let body_limit = state.settings.ws.max_frame_bytes;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(|cfg| http_api::extractor_configs(cfg, body_limit))
+            .wrap(http_api::json_errors())
+            .wrap(access_log())
+            .configure(http_api::osmand_routes)
+            .default_service(web::to(http_api::no_such_endpoint))
+    })
+    .workers(1)
+    .listen(listener)?
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+    .run();
+    Ok(server)
+}
+
 /// Half the cores, at least one. A position crosses from its driver's worker
 /// to every watching dashboard's worker; on one worker those hand-offs are
 /// local task wake-ups instead of cross-thread ones (a syscall and a sleeping

@@ -20,6 +20,8 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 
 pub struct TestApp {
     pub port: u16,
+    /// The OsmAnd listener's port, when `ingest.osmand_listen` is set.
+    pub osmand_port: Option<u16>,
     pub state: web::Data<AppState>,
     pub http: reqwest::Client,
     auth: Authenticator,
@@ -117,10 +119,12 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     configure(&mut settings);
     let app = Application::build(settings).await.expect("the hub starts");
     let port = app.port();
+    let osmand_port = app.osmand_port();
     let state = app.state();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         port,
+        osmand_port,
         state,
         http: reqwest::Client::new(),
         auth: Authenticator::new(SECRET.as_bytes()),

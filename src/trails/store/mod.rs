@@ -31,6 +31,7 @@ use async_trait::async_trait;
 use secrecy::ExposeSecret;
 
 use crate::config::Settings;
+use crate::devices::DeviceStore;
 use crate::domain::{DriverId, DriverKey, FleetId, Seq, Timestamp, TrailPoint};
 
 pub use postgres::PgTrailStore;
@@ -86,6 +87,9 @@ pub trait TrailStore: Send + Sync + 'static {
 
     /// The backend's read side (the same SQL on every backend).
     fn reads(&self) -> &dyn TrailReads;
+
+    /// The device registry kept in the same database (the same SQL on every backend).
+    fn devices(&self) -> &dyn DeviceStore;
 
     /// Highest seq stored for the driver, 0 when none.
     async fn last_seq(&self, driver: &DriverKey) -> Result<Seq, StoreError> {

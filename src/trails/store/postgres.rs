@@ -11,6 +11,7 @@ use sqlx::{ConnectOptions, Postgres};
 
 use super::reads::{SqlReads, TrailReads};
 use super::{DAY_MS, StoreError, TrailStore, latest_per_driver, retention_cutoff, seq_to_db};
+use crate::devices::{DeviceStore, SqlDevices};
 use crate::domain::{Seq, Timestamp, TrailPoint};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -51,6 +52,7 @@ const CONCURRENT_APPENDS: usize = 2;
 pub struct PgTrailStore {
     pool: PgPool,
     reads: SqlReads<Postgres>,
+    devices: SqlDevices<Postgres>,
     /// Connections kept by the writer's commits from one commit to the next:
     /// going through the pool each time would add two round trips per commit
     /// (sqlx pings a connection when it is handed out and when it comes back).
@@ -74,6 +76,7 @@ impl PgTrailStore {
             .context("connecting to PostgreSQL")?;
         Ok(Self {
             reads: SqlReads::new(pool.clone()),
+            devices: SqlDevices::new(pool.clone()),
             pool,
             committers: Mutex::new(Vec::with_capacity(CONCURRENT_APPENDS)),
         })
@@ -244,6 +247,10 @@ impl TrailStore for PgTrailStore {
 
     fn reads(&self) -> &dyn TrailReads {
         &self.reads
+    }
+
+    fn devices(&self) -> &dyn DeviceStore {
+        &self.devices
     }
 
     /// Partition upkeep, then retention: creates the partitions ahead,

@@ -18,6 +18,7 @@ use sqlx::sqlite::{
 
 use super::reads::{SqlReads, TrailReads};
 use super::{StoreError, TrailStore, latest_per_driver, retention_cutoff, seq_to_db};
+use crate::devices::{DeviceStore, SqlDevices};
 use crate::domain::{Timestamp, TrailPoint};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -75,6 +76,7 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
 pub struct SqliteTrailStore {
     pool: SqlitePool,
     reads: SqlReads<Sqlite>,
+    devices: SqlDevices<Sqlite>,
 }
 
 impl SqliteTrailStore {
@@ -97,6 +99,7 @@ impl SqliteTrailStore {
             .with_context(|| format!("opening the SQLite file {}", path.display()))?;
         Ok(Self {
             reads: SqlReads::new(pool.clone()),
+            devices: SqlDevices::new(pool.clone()),
             pool,
         })
     }
@@ -191,6 +194,10 @@ impl TrailStore for SqliteTrailStore {
 
     fn reads(&self) -> &dyn TrailReads {
         &self.reads
+    }
+
+    fn devices(&self) -> &dyn DeviceStore {
+        &self.devices
     }
 
     /// Deletes the rows older than the cutoff, a slice at a time; returns the rows deleted.
