@@ -2,6 +2,7 @@
 //! optional file, then environment variables. A bad value stops start-up with
 //! a message that names the setting.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::domain::TimeWindow;
+use crate::domain::{FleetId, MAX_ACCURACY_M, TimeWindow};
 use crate::http_api::origin::Origin;
 use crate::protocol::limits::largest_batch_bytes;
 
@@ -33,6 +34,110 @@ pub struct Settings {
     pub trails: TrailSettings,
     pub map: MapSettings,
     pub ingest: IngestSettings,
+    pub filters: FilterSettings,
+}
+
+/// The input filters (docs/PROTOCOL.md, "Input filters"): the rules for
+/// every fleet, and per-fleet overrides of some of them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FilterSettings {
+    pub duplicates: bool,
+    pub zero: bool,
+    pub max_accuracy_m: f64,
+    pub max_speed_kmh: f64,
+    pub min_distance_m: f64,
+    /// `[filters.fleets.<fleet>]`: a fleet's own values; a key it leaves out
+    /// keeps the `[filters]` value.
+    #[serde(default)]
+    pub fleets: BTreeMap<String, FleetFilterSettings>,
+}
+
+/// One fleet's overrides of `[filters]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetFilterSettings {
+    pub duplicates: Option<bool>,
+    pub zero: Option<bool>,
+    pub max_accuracy_m: Option<f64>,
+    pub max_speed_kmh: Option<f64>,
+    pub min_distance_m: Option<f64>,
+}
+
+/// The filter rules one fleet's fixes are judged by; a threshold of 0 is off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FilterRules {
+    /// A fix with the same time and coordinates as the driver's newest accepted one.
+    pub duplicates: bool,
+    /// A fix at exactly (0, 0), what some GPS chips report without a fix.
+    pub zero: bool,
+    /// A fix whose accuracy radius is larger than this (metres).
+    pub max_accuracy_m: f64,
+    /// A fix that implies a faster move than this from the newest accepted one (km/h).
+    pub max_speed_kmh: f64,
+    /// A fix closer than this to the newest accepted one (metres).
+    pub min_distance_m: f64,
+}
+
+/// Largest implied speed limit accepted (km/h): beyond it the filter would never fire.
+const MAX_FILTER_SPEED_KMH: f64 = 2000.0;
+/// Largest minimum distance accepted (metres).
+const MAX_FILTER_DISTANCE_M: f64 = 10_000.0;
+
+impl FilterSettings {
+    /// The rules of fleets without overrides.
+    pub fn rules(&self) -> FilterRules {
+        FilterRules {
+            duplicates: self.duplicates,
+            zero: self.zero,
+            max_accuracy_m: self.max_accuracy_m,
+            max_speed_kmh: self.max_speed_kmh,
+            min_distance_m: self.min_distance_m,
+        }
+    }
+
+    /// Each fleet with overrides and its rules: its own values over `[filters]`'s.
+    pub fn fleet_rules(&self) -> impl Iterator<Item = (&str, FilterRules)> {
+        let base = self.rules();
+        self.fleets.iter().map(move |(fleet, o)| {
+            let rules = FilterRules {
+                duplicates: o.duplicates.unwrap_or(base.duplicates),
+                zero: o.zero.unwrap_or(base.zero),
+                max_accuracy_m: o.max_accuracy_m.unwrap_or(base.max_accuracy_m),
+                max_speed_kmh: o.max_speed_kmh.unwrap_or(base.max_speed_kmh),
+                min_distance_m: o.min_distance_m.unwrap_or(base.min_distance_m),
+            };
+            (fleet.as_str(), rules)
+        })
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let mut all = vec![("filters".to_owned(), self.rules())];
+        for (fleet, rules) in self.fleet_rules() {
+            let key = format!("filters.fleets.{fleet}");
+            FleetId::parse(fleet)
+                .map_err(|e| invalid(key.clone(), format!("names no fleet: {e}")))?;
+            all.push((key, rules));
+        }
+        for (prefix, rules) in all {
+            for (name, value, max) in [
+                ("max_accuracy_m", rules.max_accuracy_m, MAX_ACCURACY_M),
+                ("max_speed_kmh", rules.max_speed_kmh, MAX_FILTER_SPEED_KMH),
+                (
+                    "min_distance_m",
+                    rules.min_distance_m,
+                    MAX_FILTER_DISTANCE_M,
+                ),
+            ] {
+                if !(value.is_finite() && (0.0..=max).contains(&value)) {
+                    return Err(invalid(
+                        format!("{prefix}.{name}"),
+                        format!("must be between 0 (off) and {max}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The phone apps' ingest paths (docs/PROTOCOL.md, "Phone apps").
@@ -188,12 +293,12 @@ pub enum SettingsError {
     #[error("configuration: {0}")]
     Load(#[from] config::ConfigError),
     #[error("configuration: `{key}` {problem}")]
-    Invalid { key: &'static str, problem: String },
+    Invalid { key: String, problem: String },
 }
 
-fn invalid(key: &'static str, problem: impl Into<String>) -> SettingsError {
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> SettingsError {
     SettingsError::Invalid {
-        key,
+        key: key.into(),
         problem: problem.into(),
     }
 }
@@ -299,6 +404,7 @@ impl Settings {
         }
         self.validate_cluster()?;
         self.ingest.osmand_listen()?;
+        self.filters.validate()?;
         let positive = [
             ("driver.offline_after_secs", self.driver.offline_after_secs),
             ("driver.rate_per_sec", self.driver.rate_per_sec.into()),
@@ -528,6 +634,56 @@ mod tests {
         assert!(
             !load(&[pg]).unwrap().redis.enabled(),
             "one node without Redis"
+        );
+    }
+
+    #[test]
+    fn filters_default_to_duplicates_and_zero_only() {
+        let rules = load(&[]).unwrap().filters.rules();
+        assert!(rules.duplicates && rules.zero);
+        assert_eq!(
+            (
+                rules.max_accuracy_m,
+                rules.max_speed_kmh,
+                rules.min_distance_m
+            ),
+            (0.0, 0.0, 0.0)
+        );
+        let s = load(&[("FLEETHUB_FILTERS__MIN_DISTANCE_M", "50")]).unwrap();
+        assert_eq!(s.filters.rules().min_distance_m, 50.0);
+        let err = load(&[("FLEETHUB_FILTERS__MAX_SPEED_KMH", "-1")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("filters.max_speed_kmh"), "{err}");
+    }
+
+    #[test]
+    fn a_config_file_overrides_filters_per_fleet_and_bad_values_name_the_fleet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleethub.toml");
+        let file = "[filters]\nmax_speed_kmh = 250\n[filters.fleets.acme]\nmin_distance_m = 50\nzero = false\n";
+        std::fs::write(&path, file).unwrap();
+        let s = Settings::load_from(path.to_str(), std::iter::empty()).unwrap();
+        let fleets: Vec<_> = s.filters.fleet_rules().collect();
+        assert_eq!(fleets.len(), 1);
+        let (fleet, acme) = fleets[0];
+        assert_eq!(fleet, "acme");
+        assert_eq!((acme.min_distance_m, acme.zero), (50.0, false));
+        assert_eq!(acme.max_speed_kmh, 250.0, "kept from [filters]");
+        assert!(acme.duplicates);
+
+        std::fs::write(&path, "[filters.fleets.acme]\nmin_distance_m = 1e9\n").unwrap();
+        let err = Settings::load_from(path.to_str(), std::iter::empty())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("filters.fleets.acme.min_distance_m"), "{err}");
+        std::fs::write(&path, "[filters.fleets.acme]\nmin_distanse_m = 5\n").unwrap();
+        let err = Settings::load_from(path.to_str(), std::iter::empty())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("min_distanse_m"),
+            "a misspelt key is refused: {err}"
         );
     }
 }

@@ -9,7 +9,7 @@ mod position;
 pub use bbox::{BBox, BBoxError};
 pub use driver_key::DriverKey;
 pub use ids::{DriverId, FleetId, IdError};
-pub use position::{Position, PositionError, TimeWindow, Timestamp};
+pub use position::{MAX_ACCURACY_M, Position, PositionError, TimeWindow, Timestamp};
 
 /// A driver's sequence number: strictly increasing per driver ([`DriverKey`]), chosen by the app.
 pub type Seq = u64;
