@@ -9,6 +9,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const CONNECTIONS: &str = "fleethub_connections";
 pub const POSITIONS_RECEIVED: &str = "fleethub_positions_received_total";
 pub const POSITIONS_REJECTED: &str = "fleethub_positions_rejected_total";
+pub const POSITIONS_FILTERED: &str = "fleethub_positions_filtered_total";
 pub const POSITIONS_LATE: &str = "fleethub_positions_late_total";
 pub const FANNED_OUT: &str = "fleethub_positions_fanned_out_total";
 pub const DELIVERIES: &str = "fleethub_deliveries_total";
@@ -137,6 +138,12 @@ pub fn rejected(code: &'static str, n: u64) {
 /// device, wrong key...), by the path's protocol and the refusal's code.
 pub fn device_refused(protocol: &'static str, code: &'static str) {
     counter!(DEVICE_REFUSALS, "protocol" => protocol, "code" => code).increment(1);
+}
+
+/// A valid fix the input filters dropped, by `reason` (duplicate, zero,
+/// accuracy, speed, distance).
+pub fn filtered(reason: &'static str) {
+    counter!(POSITIONS_FILTERED, "reason" => reason).increment(1);
 }
 
 pub fn late() {

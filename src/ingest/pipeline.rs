@@ -171,7 +171,7 @@ impl Pipeline {
             drivers,
             writer,
             limiter,
-            filters: InputFilters::default(),
+            filters: InputFilters::new(&settings.filters),
             observers: Vec::new(),
             window: settings.time_window(),
             max_batch: settings.driver.max_batch_items,
@@ -207,7 +207,8 @@ impl Pipeline {
                     continue;
                 }
             };
-            if let Verdict::Drop(_reason) = self.filters.check(source.live, &position) {
+            if let Verdict::Drop(reason) = self.filters.check(source.live, &position) {
+                m::filtered(reason.as_str());
                 accepted.filtered.push(seq);
                 continue;
             }

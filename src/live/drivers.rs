@@ -33,6 +33,11 @@ struct LiveState {
     /// The driver's session moved to another node: this state is stale, not
     /// to be shown online or published again, until the driver is back here.
     moved: bool,
+    /// The newest fix the input filters let through (shown live, or about
+    /// to be): what they judge the next fix against. Kept apart from
+    /// `position`, which is set only once published, so that two paths of
+    /// one driver cannot both pass the same duplicate.
+    screened: Option<Position>,
 }
 
 /// One driver's live state. Its mutex serialises publishing for that driver.
@@ -47,6 +52,22 @@ impl LiveDriver {
     /// The driver's session claimed `epoch`: its updates carry it from now on.
     pub fn set_epoch(&self, epoch: u64) {
         self.epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    /// Judges `position` by `judge`, given the newest fix judged before it
+    /// and kept, under the driver's lock; when kept and newer than that fix,
+    /// `position` takes its place.
+    pub fn screen<R>(
+        &self,
+        position: &Position,
+        judge: impl FnOnce(Option<&Position>) -> Result<(), R>,
+    ) -> Result<(), R> {
+        let mut state = self.state.lock();
+        judge(state.screened.as_ref())?;
+        if state.screened.is_none_or(|last| position.ts() > last.ts()) {
+            state.screened = Some(*position);
+        }
+        Ok(())
     }
 
     /// Remembers that everything up to `seq` is stored.
@@ -207,6 +228,8 @@ impl LiveDrivers {
             let mut state = live.state.lock();
             state.online = false;
             state.moved = true;
+            // Another node judges its fixes now: this one's basis is stale.
+            state.screened = None;
         }
     }
 
