@@ -4,6 +4,7 @@
 mod auth;
 mod dashboard;
 mod driver;
+mod filters;
 mod fleets;
 mod helpers;
 mod hostile_http;
