@@ -78,7 +78,8 @@ pub struct FilterRules {
     pub min_distance_m: f64,
 }
 
-/// Largest implied speed limit accepted (km/h): beyond it the filter would never fire.
+/// Largest implied speed limit accepted (km/h): faster than anything the hub
+/// tracks drives, so a larger value is a typo.
 const MAX_FILTER_SPEED_KMH: f64 = 2000.0;
 /// Largest minimum distance accepted (metres).
 const MAX_FILTER_DISTANCE_M: f64 = 10_000.0;
@@ -661,13 +662,14 @@ mod tests {
     fn a_config_file_overrides_filters_per_fleet_and_bad_values_name_the_fleet() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fleethub.toml");
-        let file = "[filters]\nmax_speed_kmh = 250\n[filters.fleets.acme]\nmin_distance_m = 50\nzero = false\n";
+        // A fleet id may hold capitals and dots: quoted, it is one key.
+        let file = "[filters]\nmax_speed_kmh = 250\n[filters.fleets.acme]\nmin_distance_m = 50\nzero = false\n[filters.fleets.\"Beta.north\"]\nzero = false\n";
         std::fs::write(&path, file).unwrap();
         let s = Settings::load_from(path.to_str(), std::iter::empty()).unwrap();
         let fleets: Vec<_> = s.filters.fleet_rules().collect();
-        assert_eq!(fleets.len(), 1);
-        let (fleet, acme) = fleets[0];
-        assert_eq!(fleet, "acme");
+        let names: Vec<_> = fleets.iter().map(|(fleet, _)| *fleet).collect();
+        assert_eq!(names, ["Beta.north", "acme"]);
+        let (_, acme) = fleets[1];
         assert_eq!((acme.min_distance_m, acme.zero), (50.0, false));
         assert_eq!(acme.max_speed_kmh, 250.0, "kept from [filters]");
         assert!(acme.duplicates);
