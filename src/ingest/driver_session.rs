@@ -216,6 +216,11 @@ impl DriverActor {
             AggregatedMessage::Text(text) => {
                 if self.on_text(&text).await? {
                     self.last_fix = self.last_heard;
+                    if !self.online {
+                        // Back from silence with fixes the filters dropped
+                        // (a parked driver): no position shows it online.
+                        self.state.drivers.set_status(&self.live, Status::Online);
+                    }
                     self.online = true;
                 }
                 self.send_ack().await
@@ -281,7 +286,8 @@ impl DriverActor {
 
     /// Runs the fixes through the ingest pipeline and answers its refusals;
     /// the accepted ones are acked when their commit resolves. Returns
-    /// whether any fix was accepted (shown live).
+    /// whether the driver showed it is streaming: a fix accepted (shown
+    /// live), or one the input filters dropped (a parked driver is there).
     async fn ingest(&mut self, fixes: &[WireFix]) -> Result<bool, Exit> {
         let source = Source {
             me: &self.me,
@@ -297,6 +303,7 @@ impl DriverActor {
                 return Ok(false);
             }
         };
+        let filtered = !accepted.filtered.is_empty();
         for seq in accepted.filtered {
             self.acks.settled(seq);
         }
@@ -315,7 +322,7 @@ impl DriverActor {
             return Ok(true);
         }
         let Some(commit) = accepted.commit else {
-            return Ok(false);
+            return Ok(filtered);
         };
         self.acks.begin(commit.seqs());
         self.pending.push(Box::pin(commit.wait()));

@@ -265,3 +265,22 @@ async fn the_distance_filter_applies_to_the_fleet_that_overrides_it_only() {
     let beta = trail_times(&app, "beta", "d1", t0 - 1000).await;
     assert_eq!(beta, [first, near], "beta has no distance filter");
 }
+
+#[tokio::test]
+async fn a_parked_driver_whose_fixes_are_all_filtered_is_still_online() {
+    let app = spawn_app_with(|s| {
+        s.driver.offline_after_secs = 1;
+        s.filters.min_distance_m = 50.0;
+    })
+    .await;
+    let mut dash = app.dashboard(Some("acme")).await;
+    dash.subscribe("main", BBOX).await;
+    let mut d = app.driver("d1", "acme").await;
+    d.publish(1, now_ms(), 52.5, 13.4).await;
+    let status = dash.client.next_of("status").await;
+    assert_eq!(status["status"], "offline", "silent for offline_after_secs");
+    // Parked: 1 m away, filtered, acked, not stored; but the driver is there.
+    d.publish(2, now_ms(), 52.50001, 13.4).await;
+    let status = dash.client.next_of("status").await;
+    assert_eq!(status["status"], "online");
+}
