@@ -12,8 +12,9 @@ use std::collections::HashMap;
 use geo::{Distance, Haversine, Point};
 
 use crate::config::{FilterRules, FilterSettings};
-use crate::domain::{FleetId, Position};
+use crate::domain::{FleetId, Position, Seq};
 use crate::live::LiveDriver;
+use crate::live::drivers::Screened;
 
 /// Why a fix was filtered, as the metric counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,12 +74,12 @@ impl InputFilters {
 
     /// Judges `position`, the next fix of `driver`; a kept fix becomes the
     /// one the driver's next fixes are judged against, if it is the newest.
-    pub fn check(&self, driver: &LiveDriver, position: &Position) -> Verdict {
+    pub fn check(&self, driver: &LiveDriver, seq: Seq, position: &Position) -> Verdict {
         let rules = self.rules_for(driver.key.fleet());
         if !any_on(rules) {
             return Verdict::Keep;
         }
-        match driver.screen(position, |last| judge(rules, last, position)) {
+        match driver.screen(seq, position, |last| judge(rules, last, seq, position)) {
             Ok(()) => Verdict::Keep,
             Err(reason) => Verdict::Drop(reason),
         }
@@ -99,19 +100,31 @@ fn point(p: &Position) -> Point<f64> {
     Point::new(p.lon(), p.lat())
 }
 
-/// Judges `fix` by `rules`, given the driver's newest accepted fix `last`.
-fn judge(rules: &FilterRules, last: Option<&Position>, fix: &Position) -> Result<(), Reason> {
+/// Judges `fix` (under `seq`) by `rules`, given the driver's newest accepted fix `last`.
+fn judge(
+    rules: &FilterRules,
+    last: Option<&Screened>,
+    seq: Seq,
+    fix: &Position,
+) -> Result<(), Reason> {
     if rules.zero && fix.lat() == 0.0 && fix.lon() == 0.0 {
         return Err(Reason::Zero);
     }
     if rules.max_accuracy_m > 0.0 && fix.acc().is_some_and(|acc| acc > rules.max_accuracy_m) {
         return Err(Reason::Accuracy);
     }
-    let Some(last) = last else {
+    let Some(Screened {
+        seq: last_seq,
+        position: last,
+    }) = last
+    else {
         return Ok(());
     };
     let same_place = fix.lat() == last.lat() && fix.lon() == last.lon();
-    if rules.duplicates && fix.ts() == last.ts() && same_place {
+    // Under its own seq it is a resend (shown, perhaps never stored: a
+    // database outage), which the trail deduplicates; only a new seq
+    // carrying the same fix is a duplicate.
+    if rules.duplicates && fix.ts() == last.ts() && same_place && seq != *last_seq {
         return Err(Reason::Duplicate);
     }
     // Equal times give no speed, and a late fix is no jump from the newest.
@@ -138,6 +151,17 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    /// A fix kept under seq 1 (the fixes judged against it come under 2).
+    fn kept(position: Position) -> Screened {
+        Screened { seq: 1, position }
+    }
+
+    /// A new seq for each fix of a test.
+    fn seq() -> Seq {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
     use crate::cluster::LocalBus;
     use crate::config::FleetFilterSettings;
     use crate::domain::{DriverKey, Timestamp};
@@ -186,7 +210,7 @@ mod tests {
     fn with_every_filter_off_anything_valid_is_kept() {
         let last = at(T0, 52.5);
         for f in [fix(T0, 0.0, 0.0, None), last, at(T0 + 1, 60.0)] {
-            assert_eq!(judge(&rules(), Some(&last), &f), Ok(()));
+            assert_eq!(judge(&rules(), Some(&kept(last)), 2, &f), Ok(()));
         }
     }
 
@@ -197,11 +221,20 @@ mod tests {
             ..rules()
         };
         let last = at(T0, 52.5);
-        assert_eq!(judge(&r, Some(&last), &last), Err(Reason::Duplicate));
+        assert_eq!(
+            judge(&r, Some(&kept(last)), 2, &last),
+            Err(Reason::Duplicate)
+        );
         // Another place at the same time, or the same place later: kept.
-        assert_eq!(judge(&r, Some(&last), &at(T0, 52.6)), Ok(()));
-        assert_eq!(judge(&r, Some(&last), &at(T0 + 1000, 52.5)), Ok(()));
-        assert_eq!(judge(&r, None, &last), Ok(()), "the first fix");
+        assert_eq!(judge(&r, Some(&kept(last)), 2, &at(T0, 52.6)), Ok(()));
+        assert_eq!(
+            judge(&r, Some(&kept(last)), 2, &at(T0 + 1000, 52.5)),
+            Ok(())
+        );
+        assert_eq!(judge(&r, None, 2, &last), Ok(()), "the first fix");
+        // The same fix under its own seq is a resend (after a database
+        // outage it was shown but never stored): kept, the trail dedups it.
+        assert_eq!(judge(&r, Some(&kept(last)), 1, &last), Ok(()), "a resend");
     }
 
     #[test]
@@ -210,9 +243,12 @@ mod tests {
             zero: true,
             ..rules()
         };
-        assert_eq!(judge(&r, None, &fix(T0, 0.0, 0.0, None)), Err(Reason::Zero));
-        assert_eq!(judge(&r, None, &fix(T0, 0.0, 13.4, None)), Ok(()));
-        assert_eq!(judge(&r, None, &fix(T0, 52.5, 0.0, None)), Ok(()));
+        assert_eq!(
+            judge(&r, None, 2, &fix(T0, 0.0, 0.0, None)),
+            Err(Reason::Zero)
+        );
+        assert_eq!(judge(&r, None, 2, &fix(T0, 0.0, 13.4, None)), Ok(()));
+        assert_eq!(judge(&r, None, 2, &fix(T0, 52.5, 0.0, None)), Ok(()));
     }
 
     #[test]
@@ -222,9 +258,9 @@ mod tests {
             ..rules()
         };
         let worse = fix(T0, 52.5, 13.4, Some(50.5));
-        assert_eq!(judge(&r, None, &worse), Err(Reason::Accuracy));
-        assert_eq!(judge(&r, None, &fix(T0, 52.5, 13.4, Some(50.0))), Ok(()));
-        assert_eq!(judge(&r, None, &at(T0, 52.5)), Ok(()), "no acc: kept");
+        assert_eq!(judge(&r, None, 2, &worse), Err(Reason::Accuracy));
+        assert_eq!(judge(&r, None, 2, &fix(T0, 52.5, 13.4, Some(50.0))), Ok(()));
+        assert_eq!(judge(&r, None, 2, &at(T0, 52.5)), Ok(()), "no acc: kept");
     }
 
     #[test]
@@ -236,14 +272,17 @@ mod tests {
         let last = at(T0, 52.5);
         // 111 m in 1 s is about 400 km/h; in 4 s, about 100 km/h.
         let jump = at(T0 + 1000, 52.5 + DEG_111_M);
-        assert_eq!(judge(&r, Some(&last), &jump), Err(Reason::Speed));
+        assert_eq!(judge(&r, Some(&kept(last)), 2, &jump), Err(Reason::Speed));
         assert_eq!(
-            judge(&r, Some(&last), &at(T0 + 4000, 52.5 + DEG_111_M)),
+            judge(&r, Some(&kept(last)), 2, &at(T0 + 4000, 52.5 + DEG_111_M)),
             Ok(())
         );
         // Same time elsewhere, and a late fix far away: not judged by jump.
-        assert_eq!(judge(&r, Some(&last), &at(T0, 52.6)), Ok(()));
-        assert_eq!(judge(&r, Some(&last), &at(T0 - 1000, 53.5)), Ok(()));
+        assert_eq!(judge(&r, Some(&kept(last)), 2, &at(T0, 52.6)), Ok(()));
+        assert_eq!(
+            judge(&r, Some(&kept(last)), 2, &at(T0 - 1000, 53.5)),
+            Ok(())
+        );
     }
 
     #[test]
@@ -254,10 +293,17 @@ mod tests {
         };
         let last = at(T0, 52.5);
         let near = at(T0 + 10_000, 52.5 + DEG_111_M / 4.0);
-        assert_eq!(judge(&r, Some(&last), &near), Err(Reason::Distance));
+        assert_eq!(
+            judge(&r, Some(&kept(last)), 2, &near),
+            Err(Reason::Distance)
+        );
         let far = at(T0 + 10_000, 52.5 + DEG_111_M);
-        assert_eq!(judge(&r, Some(&last), &far), Ok(()));
-        assert_eq!(judge(&r, Some(&last), &at(T0 - 1000, 52.5)), Ok(()), "late");
+        assert_eq!(judge(&r, Some(&kept(last)), 2, &far), Ok(()));
+        assert_eq!(
+            judge(&r, Some(&kept(last)), 2, &at(T0 - 1000, 52.5)),
+            Ok(()),
+            "late"
+        );
     }
 
     #[test]
@@ -269,17 +315,29 @@ mod tests {
         }));
         let d = driver("acme");
         let first = at(T0, 52.5);
-        assert_eq!(filters.check(&d, &first), Verdict::Keep);
-        assert_eq!(filters.check(&d, &first), Verdict::Drop(Reason::Duplicate));
+        assert_eq!(filters.check(&d, seq(), &first), Verdict::Keep);
+        assert_eq!(
+            filters.check(&d, seq(), &first),
+            Verdict::Drop(Reason::Duplicate)
+        );
         // A jump is dropped and does not become the basis: the next fix near
         // the first is judged against the first.
         let jump = at(T0 + 1000, 53.5);
-        assert_eq!(filters.check(&d, &jump), Verdict::Drop(Reason::Speed));
+        assert_eq!(
+            filters.check(&d, seq(), &jump),
+            Verdict::Drop(Reason::Speed)
+        );
         let next = at(T0 + 2000, 52.5001);
-        assert_eq!(filters.check(&d, &next), Verdict::Keep);
+        assert_eq!(filters.check(&d, seq(), &next), Verdict::Keep);
         // A late fix is kept and leaves the newest as the basis.
-        assert_eq!(filters.check(&d, &at(T0 - 5000, 52.4)), Verdict::Keep);
-        assert_eq!(filters.check(&d, &next), Verdict::Drop(Reason::Duplicate));
+        assert_eq!(
+            filters.check(&d, seq(), &at(T0 - 5000, 52.4)),
+            Verdict::Keep
+        );
+        assert_eq!(
+            filters.check(&d, seq(), &next),
+            Verdict::Drop(Reason::Duplicate)
+        );
     }
 
     #[test]
@@ -299,11 +357,14 @@ mod tests {
         let zero = fix(T0, 0.0, 0.0, None);
         let (acme, beta) = (driver("acme"), driver("beta"));
         for d in [&acme, &beta] {
-            assert_eq!(filters.check(d, &zero), Verdict::Drop(Reason::Zero));
-            assert_eq!(filters.check(d, &at(T0, 52.5)), Verdict::Keep);
+            assert_eq!(filters.check(d, seq(), &zero), Verdict::Drop(Reason::Zero));
+            assert_eq!(filters.check(d, seq(), &at(T0, 52.5)), Verdict::Keep);
         }
         let near = at(T0 + 10_000, 52.5001);
-        assert_eq!(filters.check(&acme, &near), Verdict::Drop(Reason::Distance));
-        assert_eq!(filters.check(&beta, &near), Verdict::Keep);
+        assert_eq!(
+            filters.check(&acme, seq(), &near),
+            Verdict::Drop(Reason::Distance)
+        );
+        assert_eq!(filters.check(&beta, seq(), &near), Verdict::Keep);
     }
 }

@@ -207,7 +207,7 @@ impl Pipeline {
                     continue;
                 }
             };
-            if let Verdict::Drop(reason) = self.filters.check(source.live, &position) {
+            if let Verdict::Drop(reason) = self.filters.check(source.live, seq, &position) {
                 m::filtered(reason.as_str());
                 accepted.filtered.push(seq);
                 continue;

@@ -37,7 +37,14 @@ struct LiveState {
     /// to be): what they judge the next fix against. Kept apart from
     /// `position`, which is set only once published, so that two paths of
     /// one driver cannot both pass the same duplicate.
-    screened: Option<Position>,
+    screened: Option<Screened>,
+}
+
+/// A fix the input filters kept, with the seq it came under.
+#[derive(Debug, Clone, Copy)]
+pub struct Screened {
+    pub seq: Seq,
+    pub position: Position,
 }
 
 /// One driver's live state. Its mutex serialises publishing for that driver.
@@ -59,13 +66,20 @@ impl LiveDriver {
     /// `position` takes its place.
     pub fn screen<R>(
         &self,
+        seq: Seq,
         position: &Position,
-        judge: impl FnOnce(Option<&Position>) -> Result<(), R>,
+        judge: impl FnOnce(Option<&Screened>) -> Result<(), R>,
     ) -> Result<(), R> {
         let mut state = self.state.lock();
         judge(state.screened.as_ref())?;
-        if state.screened.is_none_or(|last| position.ts() > last.ts()) {
-            state.screened = Some(*position);
+        if state
+            .screened
+            .is_none_or(|last| position.ts() > last.position.ts())
+        {
+            state.screened = Some(Screened {
+                seq,
+                position: *position,
+            });
         }
         Ok(())
     }

@@ -240,8 +240,12 @@ async fn each_filter_on_every_path_is_acked_but_neither_stored_nor_shown() {
     let after = metrics(&app).await;
     for reason in REASONS {
         // Other tests of this binary may count too: at least one per path.
+        // Except duplicates from the phone apps: their seq is the fix time,
+        // so the same fix again is a resend, which the trail deduplicates
+        // (stored once, as checked above), not a new seq to filter.
+        let paths = if reason == "duplicate" { 2 } else { 4 };
         let counted = filtered_count(&after, reason) - filtered_count(&before, reason);
-        assert!(counted >= 4, "{reason}: {counted} counted");
+        assert!(counted >= paths, "{reason}: {counted} counted");
     }
 }
 
