@@ -1,0 +1,581 @@
+//! OwnTracks over MQTT: the hub subscribes to `<mqtt.topic_prefix>/+/+` on
+//! the broker `mqtt.url` names, with QoS 1 and a persistent session
+//! (`clean_session = false` under a client id that does not change across
+//! restarts), and takes each message through the OwnTracks
+//! [`decode`](super::owntracks::decode) and
+//! [`store_fix`](super::phone_app::store_fix), as the device `<user>` of the
+//! topic `<prefix>/<user>/<device>`.
+//!
+//! The broker has authenticated the app; the topic names the device, so the
+//! registry is asked for it without a key ([`DeviceRegistry::find`]). A
+//! message is acknowledged (PUBACK, manual acks) only once its fate is
+//! settled: stored (after the commit), or dropped for good (not a location,
+//! no such device, invalid: redelivery would not help). A message that could
+//! not be stored yet (storage unavailable, rate limited) is not acked; MQTT
+//! 3.1.1 brokers redeliver unacked messages only on a new connection, so the
+//! consumer then reconnects after a backoff, and the broker sends it again.
+//! What is published while the hub is away waits in its session.
+//!
+//! The link reconnects by itself with a jittered exponential backoff; its
+//! state shows in `/readyz` ([`MqttLink`]) and in `fleethub_mqtt_link_up`;
+//! every message is counted in `fleethub_mqtt_messages_total{outcome}`.
+//!
+//! [`DeviceRegistry::find`]: crate::devices::DeviceRegistry::find
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use actix_web::web;
+use rumqttc::{
+    AsyncClient, ConnAck, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
+    SubscribeReasonCode,
+};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::owntracks::{self, decode};
+use super::phone_app::store_fix;
+use crate::app_state::AppState;
+use crate::devices::Protocol;
+use crate::devices::registry::DeviceRefused;
+use crate::metrics as m;
+use crate::protocol::ErrorCode;
+
+/// The shared subscription's group: every node of a cluster joins the same one.
+const SHARE_GROUP: &str = "fleethub";
+/// First wait before reconnecting; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long the stop waits for messages being stored, so their acks go out.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long the stop waits for the DISCONNECT to be written.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
+
+/// The broker `mqtt.url` names: `mqtt://` or `tcp://`, an optional
+/// `user:password@` (percent-encoded), a host and a port (1883 by default).
+pub struct BrokerUrl {
+    pub host: String,
+    pub port: u16,
+    pub user: Option<String>,
+    pub password: Option<SecretString>,
+}
+
+impl BrokerUrl {
+    /// Reads the URL; the error never repeats it (it may hold a password).
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        let rest = raw
+            .strip_prefix("mqtt://")
+            .or_else(|| raw.strip_prefix("tcp://"))
+            .ok_or_else(|| {
+                "must be mqtt://[user:password@]host[:port] (no TLS: mqtts:// is not supported)"
+                    .to_owned()
+            })?;
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains(['/', '?', '#']) {
+            return Err("must have no path nor query: mqtt://[user:password@]host[:port]".into());
+        }
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => (Some(userinfo), hostport),
+            None => (None, authority),
+        };
+        let (host, port) = split_host_port(hostport)?;
+        let (user, password) = match userinfo {
+            None => (None, None),
+            Some(info) => {
+                let (user, password) = match info.split_once(':') {
+                    Some((u, p)) => (u, Some(p)),
+                    None => (info, None),
+                };
+                let password = password
+                    .map(|p| percent_decode(p).map(SecretString::from))
+                    .transpose()?;
+                (Some(percent_decode(user)?), password)
+            }
+        };
+        Ok(Self {
+            host,
+            port,
+            user,
+            password,
+        })
+    }
+}
+
+fn split_host_port(hostport: &str) -> Result<(String, u16), String> {
+    let bad_port = || "has a port that is not a number from 1 to 65535".to_owned();
+    // [v6]:port or [v6]
+    if let Some(v6) = hostport.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| "has an unclosed `[`".to_owned())?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad_port())?,
+            None if after.is_empty() => 1883,
+            None => return Err("has something after the host".into()),
+        };
+        return Ok((host.to_owned(), port));
+    }
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().map_err(|_| bad_port())?),
+        None => (hostport, 1883),
+    };
+    if host.is_empty() || port == 0 {
+        return Err("needs a host and a port from 1 to 65535".into());
+    }
+    Ok((host.to_owned(), port))
+}
+
+fn percent_decode(raw: &str) -> Result<String, String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| "has a bad %-escape in its user or password".to_owned())?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "has a user or password that is not UTF-8".into())
+}
+
+/// The broker link as `/readyz` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// No `mqtt.url`.
+    Off,
+    /// Connected and subscribed.
+    Ok,
+    /// Connecting, or the broker is unreachable (the hub keeps trying).
+    Degraded,
+}
+
+impl LinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Off => "off",
+            LinkState::Ok => "ok",
+            LinkState::Degraded => "degraded",
+        }
+    }
+}
+
+/// The broker link's state, shared by the consumer and `/readyz`.
+#[derive(Debug, Clone)]
+pub struct MqttLink(Arc<AtomicU8>);
+
+impl MqttLink {
+    /// `Off`, or `Degraded` until the first subscription is confirmed.
+    pub fn new(enabled: bool) -> Self {
+        let link = Self(Arc::new(AtomicU8::new(0)));
+        link.set(if enabled {
+            LinkState::Degraded
+        } else {
+            LinkState::Off
+        });
+        link
+    }
+
+    pub fn state(&self) -> LinkState {
+        match self.0.load(Ordering::Relaxed) {
+            1 => LinkState::Ok,
+            2 => LinkState::Degraded,
+            _ => LinkState::Off,
+        }
+    }
+
+    fn set(&self, state: LinkState) {
+        let raw = match state {
+            LinkState::Off => 0,
+            LinkState::Ok => 1,
+            LinkState::Degraded => 2,
+        };
+        self.0.store(raw, Ordering::Relaxed);
+        if state != LinkState::Off {
+            m::mqtt_link_up(state == LinkState::Ok);
+        }
+    }
+}
+
+/// What became of one message, the `outcome` label of its count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Stored,
+    /// Not a location (`transition`, `lwt`, `card`, encrypted...).
+    Ignored,
+    /// No device of that id.
+    Unregistered,
+    /// A device registered for another protocol (OsmAnd).
+    WrongProtocol,
+    /// Not `<prefix>/<user>/<device>`.
+    BadTopic,
+    /// Larger than an OwnTracks message may be.
+    TooLarge,
+    /// Not an OwnTracks message, or a fix the pipeline refused.
+    Invalid,
+    /// Over the driver's rate limit: not acked, comes back.
+    RateLimited,
+    /// Storage (or the device registry) unavailable: not acked, comes back.
+    NotStored,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Stored => "stored",
+            Outcome::Ignored => "ignored",
+            Outcome::Unregistered => "unregistered",
+            Outcome::WrongProtocol => "wrong_protocol",
+            Outcome::BadTopic => "bad_topic",
+            Outcome::TooLarge => "too_large",
+            Outcome::Invalid => "invalid",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::NotStored => "not_stored",
+        }
+    }
+
+    /// Whether the broker may forget the message: everything but what a
+    /// later delivery could still store.
+    fn acked(self) -> bool {
+        !matches!(self, Outcome::RateLimited | Outcome::NotStored)
+    }
+}
+
+/// The device id in `topic`, `<prefix>/<user>/<device>`: `<user>`.
+fn user_of<'a>(prefix: &str, topic: &'a str) -> Option<&'a str> {
+    let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
+    let (user, device) = rest.split_once('/')?;
+    (!user.is_empty() && !device.is_empty() && !device.contains('/')).then_some(user)
+}
+
+/// Settles one message: stores its fix, or says why not.
+async fn settle(state: &AppState, prefix: &str, publish: &Publish) -> Outcome {
+    let Some(user) = user_of(prefix, &publish.topic) else {
+        return Outcome::BadTopic;
+    };
+    if publish.payload.len() > owntracks::MAX_BODY {
+        return Outcome::TooLarge;
+    }
+    let device = match state.devices.find(user, Protocol::Owntracks).await {
+        Ok(device) => device,
+        Err(DeviceRefused::Store(e)) => {
+            tracing::warn!(error = %e, "mqtt: the device registry is unavailable; the message will come back");
+            return Outcome::NotStored;
+        }
+        Err(DeviceRefused::WrongProtocol(_)) => return Outcome::WrongProtocol,
+        Err(_) => return Outcome::Unregistered,
+    };
+    let fix = match decode(&publish.payload) {
+        Ok(Some(fix)) => fix,
+        Ok(None) => return Outcome::Ignored,
+        Err(e) => {
+            tracing::debug!(device = user, error = %e, "mqtt: not an OwnTracks message");
+            return Outcome::Invalid;
+        }
+    };
+    match store_fix(state, &device, fix).await {
+        Ok(()) => Outcome::Stored,
+        Err(e) => match e.code {
+            ErrorCode::StorageUnavailable => Outcome::NotStored,
+            ErrorCode::RateLimited => Outcome::RateLimited,
+            _ => {
+                tracing::debug!(device = user, error = %e.message, "mqtt: fix refused");
+                Outcome::Invalid
+            }
+        },
+    }
+}
+
+/// A jittered exponential backoff, so a cluster's nodes do not all knock
+/// on a broker that comes back at the same instant.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self {
+            next: FIRST_BACKOFF,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = FIRST_BACKOFF;
+    }
+
+    /// Half the current step plus up to a whole one, at random.
+    fn next(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (step * 2).min(MAX_BACKOFF);
+        let half = step / 2;
+        let ms = u64::try_from(step.as_millis()).unwrap_or(u64::MAX);
+        half + Duration::from_millis(rand::random_range(0..=ms))
+    }
+}
+
+/// The consumer: the MQTT client, its event loop, and what it needs to
+/// settle messages.
+pub struct Consumer {
+    state: web::Data<AppState>,
+    client: AsyncClient,
+    events: EventLoop,
+    filter: String,
+    broker: String,
+    max_inflight: usize,
+}
+
+impl Consumer {
+    /// The consumer `state.settings.mqtt` describes; `None` when `mqtt.url`
+    /// is empty. Nothing is connected until [`Consumer::run`].
+    pub fn new(state: &web::Data<AppState>) -> anyhow::Result<Option<Self>> {
+        let settings = &state.settings.mqtt;
+        if !settings.enabled() {
+            return Ok(None);
+        }
+        let url = BrokerUrl::parse(settings.url.expose_secret())
+            .map_err(|e| anyhow::anyhow!("configuration: `mqtt.url` {e}"))?;
+        let client_id = settings.client_id_for(&state.settings.node_id);
+        let mut options = MqttOptions::new(client_id.clone(), url.host.clone(), url.port);
+        options
+            // The broker keeps the subscription and every unacked message
+            // while the hub is away: that is what makes a restart lossless.
+            .set_clean_session(false)
+            .set_manual_acks(true)
+            .set_keep_alive(Duration::from_secs(settings.keep_alive_secs))
+            .set_max_packet_size(settings.max_packet_bytes, settings.max_packet_bytes)
+            // Acks of messages being stored, a subscribe and a disconnect:
+            // the workers never wait on a full channel the loop must drain.
+            .set_request_channel_capacity(2 * settings.max_inflight + 8);
+        if let Some(user) = &url.user {
+            let password = url
+                .password
+                .as_ref()
+                .map(|p| p.expose_secret().to_owned())
+                .unwrap_or_default();
+            options.set_credentials(user.clone(), password);
+        }
+        let prefix = settings.topic_prefix.trim();
+        let filter = match settings.shared {
+            true => format!("$share/{SHARE_GROUP}/{prefix}/+/+"),
+            false => format!("{prefix}/+/+"),
+        };
+        let (client, events) = AsyncClient::new(options, 2 * settings.max_inflight + 8);
+        let broker = format!("{}:{}", url.host, url.port);
+        tracing::info!(%broker, client_id, filter, "mqtt: OwnTracks consumer");
+        Ok(Some(Self {
+            state: state.clone(),
+            client,
+            events,
+            filter,
+            broker,
+            max_inflight: settings.max_inflight,
+        }))
+    }
+
+    /// Consumes until `stop`; then lets the messages being stored finish
+    /// (their acks go out) and disconnects.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let link = self.state.mqtt.clone();
+        let permits = Arc::new(Semaphore::new(self.max_inflight));
+        let redeliver = Arc::new(Notify::new());
+        let mut backoff = Backoff::new();
+        let prefix: Arc<str> = Arc::from(self.state.settings.mqtt.topic_prefix.trim());
+        loop {
+            let event = tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = redeliver.notified() => {
+                    // Unacked messages come back only on a new connection.
+                    let wait = backoff.next();
+                    tracing::warn!(wait_ms = wait.as_millis() as u64, "mqtt: messages not stored; reconnecting for their redelivery");
+                    if sleep_or_stop(wait, &stop).await {
+                        break;
+                    }
+                    self.events.clean();
+                    continue;
+                }
+                event = self.events.poll() => event,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => self.connected(&ack),
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    if ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, SubscribeReasonCode::Failure))
+                    {
+                        tracing::error!(
+                            filter = self.filter,
+                            "mqtt: the broker refused the subscription"
+                        );
+                        link.set(LinkState::Degraded);
+                    } else {
+                        tracing::info!(broker = self.broker, "mqtt: subscribed");
+                        link.set(LinkState::Ok);
+                        backoff.reset();
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    // Bounded by the broker's in-flight window too; waiting
+                    // here is the backpressure when storing is slow.
+                    let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                        break;
+                    };
+                    let state = self.state.clone();
+                    let client = self.client.clone();
+                    let prefix = Arc::clone(&prefix);
+                    let redeliver = Arc::clone(&redeliver);
+                    tokio::spawn(async move {
+                        let outcome = settle(&state, &prefix, &publish).await;
+                        m::mqtt_message(outcome.as_str());
+                        if outcome.acked() {
+                            // Fails only when the loop is gone: the message comes back.
+                            let _ = client.ack(&publish).await;
+                        } else {
+                            redeliver.notify_one();
+                        }
+                        drop(permit);
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    link.set(LinkState::Degraded);
+                    let wait = backoff.next();
+                    tracing::warn!(broker = self.broker, error = %e, wait_ms = wait.as_millis() as u64, "mqtt: broker link down; reconnecting");
+                    if sleep_or_stop(wait, &stop).await {
+                        break;
+                    }
+                }
+            }
+        }
+        self.stop(&permits).await;
+    }
+
+    /// Subscribes on every connection: a broker that lost the session has
+    /// lost the subscription too, and subscribing again is harmless.
+    fn connected(&self, ack: &ConnAck) {
+        tracing::info!(
+            broker = self.broker,
+            session_present = ack.session_present,
+            "mqtt: connected"
+        );
+        if let Err(e) = self
+            .client
+            .try_subscribe(self.filter.clone(), QoS::AtLeastOnce)
+        {
+            tracing::error!(error = %e, "mqtt: cannot subscribe");
+        }
+    }
+
+    /// Waits (polling, so acks are written) for the messages being stored,
+    /// then disconnects. What is not acked by then comes back next start.
+    async fn stop(mut self, permits: &Arc<Semaphore>) {
+        let all = u32::try_from(self.max_inflight).unwrap_or(u32::MAX);
+        let drained = async {
+            let _settled = permits.acquire_many(all).await;
+            let _ = self.client.try_disconnect();
+            loop {
+                match self.events.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        if tokio::time::timeout(STOP_GRACE + DISCONNECT_GRACE, drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "mqtt: stopped before every message was settled; the broker will redeliver them"
+            );
+        }
+        self.state.mqtt.set(LinkState::Degraded);
+        tracing::info!("mqtt: disconnected");
+    }
+}
+
+/// Sleeps `wait`; true when `stop` came first.
+async fn sleep_or_stop(wait: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => true,
+        _ = tokio::time::sleep(wait) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_topic_names_the_device() {
+        assert_eq!(user_of("owntracks", "owntracks/p1/phone"), Some("p1"));
+        assert_eq!(user_of("a/b", "a/b/p1/phone"), Some("p1"));
+        for bad in [
+            "owntracks/p1",
+            "owntracks//phone",
+            "owntracks/p1/",
+            "owntracks/p1/phone/event",
+            "other/p1/phone",
+            "owntracksx/p1/phone",
+        ] {
+            assert_eq!(user_of("owntracks", bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn broker_urls_are_read_without_repeating_the_password() {
+        let url = BrokerUrl::parse("mqtt://hub:p%40ss:w@broker.local:1884").unwrap();
+        assert_eq!((url.host.as_str(), url.port), ("broker.local", 1884));
+        assert_eq!(url.user.as_deref(), Some("hub"));
+        assert_eq!(url.password.unwrap().expose_secret(), "p@ss:w");
+        let plain = BrokerUrl::parse("tcp://127.0.0.1/").unwrap();
+        assert_eq!(
+            (plain.host.as_str(), plain.port, plain.user),
+            ("127.0.0.1", 1883, None)
+        );
+        let v6 = BrokerUrl::parse("mqtt://[::1]:2000").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 2000));
+        for bad in [
+            "mqtts://u:secret@h",
+            "http://h",
+            "mqtt://u:secret@h:x",
+            "mqtt://u:secret@h:0",
+            "mqtt://u:secret@h/path",
+            "mqtt://u:se%zzcret@h",
+            "mqtt://",
+        ] {
+            let e = BrokerUrl::parse(bad).err().unwrap_or_default();
+            assert!(!e.is_empty(), "{bad} accepted");
+            assert!(!e.contains("secret"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn only_what_a_redelivery_could_store_is_left_unacked() {
+        assert!(Outcome::Stored.acked());
+        assert!(Outcome::Ignored.acked() && Outcome::Unregistered.acked());
+        assert!(Outcome::Invalid.acked() && Outcome::TooLarge.acked());
+        assert!(!Outcome::NotStored.acked() && !Outcome::RateLimited.acked());
+    }
+
+    #[test]
+    fn the_backoff_grows_with_jitter_to_a_ceiling() {
+        let mut b = Backoff::new();
+        let first = b.next();
+        assert!(first >= FIRST_BACKOFF / 2 && first <= FIRST_BACKOFF * 3 / 2);
+        for _ in 0..20 {
+            assert!(b.next() <= MAX_BACKOFF * 3 / 2);
+        }
+        b.reset();
+        assert!(b.next() <= FIRST_BACKOFF * 3 / 2);
+    }
+}
