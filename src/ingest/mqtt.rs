@@ -48,6 +48,8 @@ const SHARE_GROUP: &str = "fleethub";
 /// First wait before reconnecting; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often a consumer waiting for storage to come back looks at it.
+const STORAGE_CHECK: Duration = Duration::from_millis(250);
 /// How long the stop waits for messages being stored, so their acks go out.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long the stop waits for the DISCONNECT to be written.
@@ -394,10 +396,10 @@ impl Consumer {
             let event = tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = redeliver.notified() => {
-                    // Unacked messages come back only on a new connection.
-                    let wait = backoff.next();
-                    tracing::warn!(wait_ms = wait.as_millis() as u64, "mqtt: messages not stored; reconnecting for their redelivery");
-                    if sleep_or_stop(wait, &stop).await {
+                    // Unacked messages come back only on a new connection:
+                    // make one once storage can take them again.
+                    tracing::warn!("mqtt: messages not stored; reconnecting for their redelivery once storage is back");
+                    if until_storage_is_back(&self.state, &stop).await {
                         break;
                     }
                     self.events.clean();
@@ -501,6 +503,23 @@ impl Consumer {
         self.state.mqtt.set(LinkState::Degraded);
         tracing::info!("mqtt: disconnected");
     }
+}
+
+/// Waits a moment (a rate-limited driver's bucket refills), then until
+/// the trail writer is healthy, at most [`MAX_BACKOFF`]; true when
+/// `stop` came first. Reconnecting sooner would have the broker send
+/// the messages again only to have them refused again.
+async fn until_storage_is_back(state: &AppState, stop: &CancellationToken) -> bool {
+    if sleep_or_stop(Backoff::new().next(), stop).await {
+        return true;
+    }
+    let give_up = tokio::time::Instant::now() + MAX_BACKOFF;
+    while !state.writer.healthy() && tokio::time::Instant::now() < give_up {
+        if sleep_or_stop(STORAGE_CHECK, stop).await {
+            return true;
+        }
+    }
+    false
 }
 
 /// Sleeps `wait`; true when `stop` came first.

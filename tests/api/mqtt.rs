@@ -302,3 +302,49 @@ async fn unregistered_users_and_other_message_types_are_dropped_and_counted() {
     app.stopped().await;
     forget_session(&names.hub_id).await;
 }
+
+/// With the database gone the trail queue fills: a message the hub cannot
+/// store is not acked, so the broker sends it again, and it is stored once
+/// the database is back.
+#[tokio::test]
+async fn a_message_not_stored_is_not_acked_and_comes_back() {
+    let names = Names::new();
+    let proxy = crate::proxy::Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let port = proxy.port;
+    let configure = names.configure();
+    let app = spawn_app_with(|s| {
+        use secrecy::ExposeSecret;
+        configure(s);
+        s.database.url = crate::helpers::via_port(s.database.url.expose_secret(), port).into();
+        s.trails.queue_capacity = 2;
+    })
+    .await;
+    subscribed(&app).await;
+    register(&app, "phone1", "d1").await;
+    let mut phone = Phone::connect().await;
+    let topic = names.topic("phone1");
+    phone.publish(&topic, &location(60, 52.5, 13.4)).await;
+    eventually("the first fix is in the trail", || async {
+        trail(&app, "d1").await.len() == 1
+    })
+    .await;
+
+    let not_stored = counted(&app, "not_stored").await;
+    proxy.cut();
+    for i in 1..=4 {
+        let fix = location(60 - i * 10, 52.5 + i as f64 * 0.01, 13.4);
+        phone.publish(&topic, &fix).await;
+    }
+    eventually("a message is refused for storage", || async {
+        counted(&app, "not_stored").await > not_stored
+    })
+    .await;
+    proxy.restore();
+    eventually("every fix is in the trail", || async {
+        trail(&app, "d1").await.len() == 5
+    })
+    .await;
+
+    app.stopped().await;
+    forget_session(&names.hub_id).await;
+}
