@@ -348,3 +348,100 @@ async fn a_message_not_stored_is_not_acked_and_comes_back() {
     app.stopped().await;
     forget_session(&names.hub_id).await;
 }
+
+/// The broker link goes down and comes back on its own: `/readyz` shows it
+/// (`degraded`, the status unchanged), and positions flow again after it.
+#[tokio::test]
+async fn the_hub_reconnects_to_the_broker_by_itself() {
+    let names = Names::new();
+    let proxy = crate::proxy::Proxy::start("127.0.0.1:1883".parse().unwrap()).await;
+    let port = proxy.port;
+    let configure = names.configure();
+    let app = spawn_app_with(|s| {
+        configure(s);
+        s.mqtt.url = SecretString::from(format!("mqtt://127.0.0.1:{port}"));
+    })
+    .await;
+    subscribed(&app).await;
+    register(&app, "phone1", "d1").await;
+
+    proxy.cut();
+    eventually("the link shows degraded", || async {
+        readyz(&app).await["mqtt"] == "degraded"
+    })
+    .await;
+    let res = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "the broker does not make the hub unready"
+    );
+    proxy.restore();
+    subscribed(&app).await;
+
+    let mut phone = Phone::connect().await;
+    phone
+        .publish(&names.topic("phone1"), &location(5, 52.5, 13.4))
+        .await;
+    eventually("the fix is in the trail", || async {
+        trail(&app, "d1").await.len() == 1
+    })
+    .await;
+
+    app.stopped().await;
+    forget_session(&names.hub_id).await;
+}
+
+/// With `mqtt.shared`, hubs subscribed to the same shared subscription
+/// take each message once between them.
+#[tokio::test]
+async fn with_a_shared_subscription_each_message_is_taken_by_one_hub() {
+    let names = Names::new();
+    let hubs = [
+        spawn_app_with(|s| {
+            names.configure()(s);
+            s.mqtt.shared = true;
+            s.mqtt.client_id = format!("{}-a", names.hub_id);
+        })
+        .await,
+        spawn_app_with(|s| {
+            names.configure()(s);
+            s.mqtt.shared = true;
+            s.mqtt.client_id = format!("{}-b", names.hub_id);
+        })
+        .await,
+    ];
+    for hub in &hubs {
+        subscribed(hub).await;
+        // Each hub has its own database here: the device is in both.
+        register(hub, "phone1", "d1").await;
+    }
+    let mut phone = Phone::connect().await;
+    for i in 0..6 {
+        let fix = location(60 - i * 10, 52.5 + i as f64 * 0.01, 13.4);
+        phone.publish(&names.topic("phone1"), &fix).await;
+    }
+    let stored = || async {
+        let mut n = 0;
+        for hub in &hubs {
+            n += trail(hub, "d1").await.len();
+        }
+        n
+    };
+    eventually("the six positions are stored", || async {
+        stored().await >= 6
+    })
+    .await;
+    assert_eq!(stored().await, 6, "no message is taken by both hubs");
+
+    let [a, b] = hubs;
+    a.stopped().await;
+    b.stopped().await;
+    forget_session(&format!("{}-a", names.hub_id)).await;
+    forget_session(&format!("{}-b", names.hub_id)).await;
+}
