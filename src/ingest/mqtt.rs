@@ -32,7 +32,8 @@ use rumqttc::{
     SubscribeReasonCode,
 };
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::owntracks::{self, decode};
@@ -288,7 +289,10 @@ async fn settle(state: &AppState, prefix: &str, publish: &Publish) -> Outcome {
     match store_fix(state, &device, fix).await {
         Ok(()) => Outcome::Stored,
         Err(e) => match e.code {
-            ErrorCode::StorageUnavailable => Outcome::NotStored,
+            ErrorCode::StorageUnavailable => {
+                tracing::debug!(device = user, error = %e.message, "mqtt: not stored");
+                Outcome::NotStored
+            }
             ErrorCode::RateLimited => Outcome::RateLimited,
             _ => {
                 tracing::debug!(device = user, error = %e.message, "mqtt: fix refused");
@@ -389,26 +393,44 @@ impl Consumer {
     pub async fn run(mut self, stop: CancellationToken) {
         let link = self.state.mqtt.clone();
         let permits = Arc::new(Semaphore::new(self.max_inflight));
-        let redeliver = Arc::new(Notify::new());
+        // Workers report a message not stored with the connection it came
+        // on; one on an older connection has been redelivered already.
+        let (not_stored_tx, mut not_stored) = mpsc::unbounded_channel::<u64>();
+        let mut connection = 0u64;
+        let mut redelivery: Option<Redelivery> = None;
         let mut backoff = Backoff::new();
         let prefix: Arc<str> = Arc::from(self.state.settings.mqtt.topic_prefix.trim());
         loop {
+            let check_at = redelivery.as_ref().map(|r| r.check_at);
             let event = tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = redeliver.notified() => {
-                    // Unacked messages come back only on a new connection:
-                    // make one once storage can take them again.
-                    tracing::warn!("mqtt: messages not stored; reconnecting for their redelivery once storage is back");
-                    if until_storage_is_back(&self.state, &stop).await {
-                        break;
+                Some(on) = not_stored.recv() => {
+                    if on == connection && redelivery.is_none() {
+                        tracing::warn!("mqtt: messages not stored; reconnecting for their redelivery once storage is back");
+                        redelivery = Some(Redelivery::new());
                     }
+                    continue;
+                }
+                // The loop keeps polling meanwhile: the acks of what is
+                // stored go out before the connection is dropped.
+                _ = sleep_until(check_at.unwrap_or_else(Instant::now)), if check_at.is_some() => {
+                    if let Some(r) = &mut redelivery
+                        && !r.due(self.state.writer.healthy())
+                    {
+                        continue;
+                    }
+                    redelivery = None;
+                    // Unacked messages come back only on a new connection.
                     self.events.clean();
                     continue;
                 }
                 event = self.events.poll() => event,
             };
             match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => self.connected(&ack),
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    connection += 1;
+                    self.connected(&ack);
+                }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
                     if ack
                         .return_codes
@@ -428,14 +450,17 @@ impl Consumer {
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     // Bounded by the broker's in-flight window too; waiting
-                    // here is the backpressure when storing is slow.
-                    let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                        break;
+                    // here is the backpressure when storing is slow. Not past
+                    // the stop: the message, unacked, comes back next start.
+                    let permit = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        permit = Arc::clone(&permits).acquire_owned() => permit,
                     };
+                    let Ok(permit) = permit else { break };
                     let state = self.state.clone();
                     let client = self.client.clone();
                     let prefix = Arc::clone(&prefix);
-                    let redeliver = Arc::clone(&redeliver);
+                    let not_stored = not_stored_tx.clone();
                     tokio::spawn(async move {
                         let outcome = settle(&state, &prefix, &publish).await;
                         m::mqtt_message(outcome.as_str());
@@ -443,7 +468,7 @@ impl Consumer {
                             // Fails only when the loop is gone: the message comes back.
                             let _ = client.ack(&publish).await;
                         } else {
-                            redeliver.notify_one();
+                            let _ = not_stored.send(connection);
                         }
                         drop(permit);
                     });
@@ -478,8 +503,9 @@ impl Consumer {
         }
     }
 
-    /// Waits (polling, so acks are written) for the messages being stored,
-    /// then disconnects. What is not acked by then comes back next start.
+    /// Waits for the messages being stored (their acks queue up in the
+    /// client), then writes those acks and a DISCONNECT. What is not acked
+    /// by then comes back next start.
     async fn stop(mut self, permits: &Arc<Semaphore>) {
         let all = u32::try_from(self.max_inflight).unwrap_or(u32::MAX);
         let drained = async {
@@ -505,21 +531,33 @@ impl Consumer {
     }
 }
 
-/// Waits a moment (a rate-limited driver's bucket refills), then until
-/// the trail writer is healthy, at most [`MAX_BACKOFF`]; true when
-/// `stop` came first. Reconnecting sooner would have the broker send
-/// the messages again only to have them refused again.
-async fn until_storage_is_back(state: &AppState, stop: &CancellationToken) -> bool {
-    if sleep_or_stop(Backoff::new().next(), stop).await {
-        return true;
-    }
-    let give_up = tokio::time::Instant::now() + MAX_BACKOFF;
-    while !state.writer.healthy() && tokio::time::Instant::now() < give_up {
-        if sleep_or_stop(STORAGE_CHECK, stop).await {
-            return true;
+/// A reconnection wanted for the redelivery of messages not stored: after
+/// a moment (a rate-limited driver's bucket refills), once the trail writer
+/// is healthy, or at the latest [`MAX_BACKOFF`] later. Reconnecting sooner
+/// would have the broker send them again only to have them refused again.
+struct Redelivery {
+    check_at: Instant,
+    give_up_at: Instant,
+}
+
+impl Redelivery {
+    fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            check_at: now + Backoff::new().next(),
+            give_up_at: now + MAX_BACKOFF,
         }
     }
-    false
+
+    /// Whether to reconnect now; if not, when to look again.
+    fn due(&mut self, storage_healthy: bool) -> bool {
+        let now = Instant::now();
+        if storage_healthy || now >= self.give_up_at {
+            return true;
+        }
+        self.check_at = now + STORAGE_CHECK;
+        false
+    }
 }
 
 /// Sleeps `wait`; true when `stop` came first.
