@@ -118,12 +118,16 @@ async fn subscribed(app: &TestApp) {
 
 /// Registers OwnTracks device `id` for driver `driver` of fleet `acme`.
 async fn register(app: &TestApp, id: &str, driver: &str) {
+    register_for(app, id, driver, "owntracks").await;
+}
+
+async fn register_for(app: &TestApp, id: &str, driver: &str, protocol: &str) {
     let token = app.token(Role::Dispatcher, "disp", Some("acme"));
     let res = app
         .http
         .post(app.url("/api/v1/devices"))
         .bearer_auth(token)
-        .json(&json!({"device_id": id, "driver": driver, "protocol": "owntracks"}))
+        .json(&json!({"device_id": id, "driver": driver, "protocol": protocol}))
         .send()
         .await
         .expect("request");
@@ -254,8 +258,10 @@ async fn unregistered_users_and_other_message_types_are_dropped_and_counted() {
     let app = spawn_app_with(names.configure()).await;
     subscribed(&app).await;
     register(&app, "phone1", "d1").await;
+    register_for(&app, "osm1", "d2", "osmand").await;
     let unregistered = counted(&app, "unregistered").await;
     let ignored = counted(&app, "ignored").await;
+    let wrong_protocol = counted(&app, "wrong_protocol").await;
 
     let mut phone = Phone::connect().await;
     phone
@@ -264,6 +270,10 @@ async fn unregistered_users_and_other_message_types_are_dropped_and_counted() {
     let transition = json!({"_type": "transition", "event": "enter", "desc": "depot",
         "tst": now_ms() / 1000, "lat": 52.5, "lon": 13.4, "acc": 5, "t": "c"});
     phone.publish(&names.topic("phone1"), &transition).await;
+    // An OsmAnd device's id is no OwnTracks user.
+    phone
+        .publish(&names.topic("osm1"), &location(4, 52.5, 13.4))
+        .await;
     phone
         .publish(&names.topic("phone1"), &location(3, 52.52, 13.42))
         .await;
@@ -276,6 +286,10 @@ async fn unregistered_users_and_other_message_types_are_dropped_and_counted() {
         counted(&app, "ignored").await > ignored
     })
     .await;
+    eventually("the OsmAnd device's message is counted", || async {
+        counted(&app, "wrong_protocol").await > wrong_protocol
+    })
+    .await;
     eventually("the location is in the trail", || async {
         !trail(&app, "d1").await.is_empty()
     })
@@ -283,6 +297,7 @@ async fn unregistered_users_and_other_message_types_are_dropped_and_counted() {
     let points = trail(&app, "d1").await;
     assert_eq!(points.len(), 1, "only the location is stored: {points:?}");
     assert_eq!(points[0]["lat"], 52.52);
+    assert!(trail(&app, "d2").await.is_empty());
 
     // Dropped messages were acked: a restarted hub is not sent them again.
     let stored = counted(&app, "stored").await;
