@@ -81,6 +81,8 @@ enum Outcome {
     RateLimited,
     /// Storage (or the device registry) unavailable: not acked, comes back.
     NotStored,
+    /// `mqtt.max_inflight` messages already being stored: not acked, comes back.
+    Busy,
 }
 
 impl Outcome {
@@ -95,13 +97,17 @@ impl Outcome {
             Outcome::Invalid => "invalid",
             Outcome::RateLimited => "rate_limited",
             Outcome::NotStored => "not_stored",
+            Outcome::Busy => "busy",
         }
     }
 
     /// Whether the broker may forget the message: everything but what a
     /// later delivery could still store.
     fn acked(self) -> bool {
-        !matches!(self, Outcome::RateLimited | Outcome::NotStored)
+        !matches!(
+            self,
+            Outcome::RateLimited | Outcome::NotStored | Outcome::Busy
+        )
     }
 }
 
@@ -300,14 +306,14 @@ impl Consumer {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    // Bounded by the broker's in-flight window too; waiting
-                    // here is the backpressure when storing is slow. Not past
-                    // the stop: the message, unacked, comes back next start.
-                    let permit = tokio::select! {
-                        _ = stop.cancelled() => break,
-                        permit = Arc::clone(&permits).acquire_owned() => permit,
+                    // Never wait here: the acks of the messages being
+                    // stored go out only while the loop polls. Past the
+                    // bound, a message is left unacked and comes back.
+                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                        m::mqtt_message(Outcome::Busy.as_str());
+                        let _ = not_stored_tx.send(connection);
+                        continue;
                     };
-                    let Ok(permit) = permit else { break };
                     let state = self.state.clone();
                     let client = self.client.clone();
                     let prefix = Arc::clone(&prefix);
@@ -445,6 +451,7 @@ mod tests {
         assert!(Outcome::Ignored.acked() && Outcome::Unregistered.acked());
         assert!(Outcome::Invalid.acked() && Outcome::TooLarge.acked());
         assert!(!Outcome::NotStored.acked() && !Outcome::RateLimited.acked());
+        assert!(!Outcome::Busy.acked());
     }
 
     #[test]
