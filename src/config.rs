@@ -48,7 +48,7 @@ pub struct MqttSettings {
     pub topic_prefix: String,
     /// Subscribe through `$share/fleethub/...`: one node of a cluster takes each message.
     pub shared: bool,
-    /// Messages being stored at once; more wait in the broker.
+    /// Messages being stored at once; more are left unacked and come back.
     pub max_inflight: usize,
     /// Largest MQTT packet read; a larger one breaks the connection.
     pub max_packet_bytes: usize,

@@ -78,10 +78,23 @@ impl Phone {
     }
 
     async fn publish(&mut self, topic: &str, payload: &Value) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
-            .await
-            .expect("the phone's client takes the message");
+        self.publish_all(topic, std::slice::from_ref(payload)).await;
+    }
+
+    /// Publishes every payload without waiting, then waits for the broker's acks.
+    async fn publish_all(&mut self, topic: &str, payloads: &[Value]) {
+        for payload in payloads {
+            self.client
+                .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
+                .await
+                .expect("the phone's client takes the message");
+        }
+        for _ in payloads {
+            self.broker_ack().await;
+        }
+    }
+
+    async fn broker_ack(&mut self) {
         let ack = tokio::time::timeout(DEADLINE, self.acks.recv())
             .await
             .expect("the broker acknowledges the message in time")
@@ -459,4 +472,31 @@ async fn with_a_shared_subscription_each_message_is_taken_by_one_hub() {
     b.stopped().await;
     forget_session(&format!("{}-a", names.hub_id)).await;
     forget_session(&format!("{}-b", names.hub_id)).await;
+}
+
+/// A burst larger than `mqtt.max_inflight`: what is past the bound is left
+/// unacked and comes back, and every position is stored once.
+#[tokio::test]
+async fn a_burst_past_the_in_flight_bound_is_stored_whole() {
+    let names = Names::new();
+    let configure = names.configure();
+    let app = spawn_app_with(|s| {
+        configure(s);
+        s.mqtt.max_inflight = 32;
+    })
+    .await;
+    subscribed(&app).await;
+    register(&app, "phone1", "d1").await;
+    let mut phone = Phone::connect().await;
+    let fixes: Vec<Value> = (0..100)
+        .map(|i| location(600 - i * 5, 52.5, 13.4))
+        .collect();
+    phone.publish_all(&names.topic("phone1"), &fixes).await;
+    eventually("the hundred positions are in the trail", || async {
+        trail(&app, "d1").await.len() == 100
+    })
+    .await;
+
+    app.stopped().await;
+    forget_session(&names.hub_id).await;
 }
