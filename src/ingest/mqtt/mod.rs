@@ -11,10 +11,15 @@
 //! message is acknowledged (PUBACK, manual acks) only once its fate is
 //! settled: stored (after the commit), or dropped for good (not a location,
 //! no such device, invalid: redelivery would not help). A message that could
-//! not be stored yet (storage unavailable, rate limited) is not acked; MQTT
+//! not be stored yet (storage unavailable, rate limited, or past the
+//! `mqtt.max_inflight` messages being stored at once) is not acked; MQTT
 //! 3.1.1 brokers redeliver unacked messages only on a new connection, so the
-//! consumer then reconnects after a backoff, and the broker sends it again.
-//! What is published while the hub is away waits in its session.
+//! consumer then reconnects, once the trail writer is healthy, and the
+//! broker sends it again. What is published while the hub is away waits in
+//! its session.
+//!
+//! The event loop is never made to wait on the messages being stored: their
+//! acks go out through it, so waiting there would stall them all.
 //!
 //! The link reconnects by itself with a jittered exponential backoff; its
 //! state shows in `/readyz` ([`MqttLink`]) and in `fleethub_mqtt_link_up`;
