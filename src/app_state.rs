@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::devices::DeviceRegistry;
 use crate::http_api::admission::Admission;
 use crate::ingest::Pipeline;
+use crate::ingest::mqtt::MqttLink;
 use crate::live::{DriverRegistry, LiveDrivers, Subscriptions};
 use crate::trails::{TrailStore, TrailWriter};
 
@@ -38,6 +39,8 @@ pub struct AppState {
     pub store: Arc<dyn TrailStore>,
     /// The phone apps allowed to post positions (kept in the trail database).
     pub devices: Arc<DeviceRegistry>,
+    /// The MQTT broker link (OwnTracks over MQTT), for `/readyz`.
+    pub mqtt: MqttLink,
     pub metrics: PrometheusHandle,
     /// Cancelled when the hub stops.
     pub shutdown: CancellationToken,

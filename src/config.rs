@@ -35,6 +35,65 @@ pub struct Settings {
     pub map: MapSettings,
     pub ingest: IngestSettings,
     pub filters: FilterSettings,
+    pub mqtt: MqttSettings,
+}
+
+/// OwnTracks over MQTT (docs/PROTOCOL.md, "OwnTracks over MQTT").
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqttSettings {
+    /// `mqtt://[user:password@]host[:port]`; empty: off. Holds a password.
+    pub url: SecretString,
+    /// The MQTT client id; empty: `fleethub-<node_id>`, or `fleethub` when
+    /// no node id is set. It must not change across restarts: the broker
+    /// keeps the hub's session (and what it has not acked) under it.
+    pub client_id: String,
+    pub topic_prefix: String,
+    /// Subscribe through `$share/fleethub/...`: one node of a cluster takes each message.
+    pub shared: bool,
+    /// Messages being stored at once; more are left unacked and come back.
+    pub max_inflight: usize,
+    /// Largest MQTT packet read; a larger one breaks the connection.
+    pub max_packet_bytes: usize,
+    pub keep_alive_secs: u64,
+}
+
+impl MqttSettings {
+    pub fn enabled(&self) -> bool {
+        !self.url.expose_secret().trim().is_empty()
+    }
+
+    /// The client id to use on a node named `node_id` (empty when unnamed).
+    pub fn client_id_for(&self, node_id: &str) -> String {
+        match (self.client_id.trim(), node_id.trim()) {
+            ("", "") => "fleethub".to_owned(),
+            ("", node) => format!("fleethub-{node}"),
+            (id, _) => id.to_owned(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.enabled() {
+            crate::ingest::mqtt::BrokerUrl::parse(self.url.expose_secret())
+                .map_err(|e| invalid("mqtt.url", e))?;
+        }
+        let prefix = self.topic_prefix.trim();
+        if prefix.is_empty() || prefix.contains(['+', '#']) || prefix.ends_with('/') {
+            return Err(invalid(
+                "mqtt.topic_prefix",
+                "must be a topic without wildcards or a trailing `/`, such as owntracks",
+            ));
+        }
+        if self.max_inflight == 0 || self.max_inflight > usize::from(u16::MAX) {
+            return Err(invalid("mqtt.max_inflight", "must be between 1 and 65535"));
+        }
+        if self.max_packet_bytes < 1024 {
+            return Err(invalid("mqtt.max_packet_bytes", "must be at least 1024"));
+        }
+        if self.keep_alive_secs == 0 {
+            return Err(invalid("mqtt.keep_alive_secs", "must be positive"));
+        }
+        Ok(())
+    }
 }
 
 /// The input filters (docs/PROTOCOL.md, "Input filters"): the rules for
@@ -376,7 +435,11 @@ impl Settings {
                 .with_list_parse_key("ws.allowed_origins")
                 .source(Some(env.clone().into_iter().collect())),
         );
-        for (var, key) in [("DATABASE_URL", "database.url"), ("REDIS_URL", "redis.url")] {
+        for (var, key) in [
+            ("DATABASE_URL", "database.url"),
+            ("REDIS_URL", "redis.url"),
+            ("MQTT_URL", "mqtt.url"),
+        ] {
             if let Some(value) = env.get(var) {
                 builder = builder.set_override(key, value.as_str())?;
             }
@@ -406,6 +469,7 @@ impl Settings {
         self.validate_cluster()?;
         self.ingest.osmand_listen()?;
         self.filters.validate()?;
+        self.mqtt.validate()?;
         let positive = [
             ("driver.offline_after_secs", self.driver.offline_after_secs),
             ("driver.rate_per_sec", self.driver.rate_per_sec.into()),
@@ -687,5 +751,30 @@ mod tests {
             err.contains("min_distanse_m"),
             "a misspelt key is refused: {err}"
         );
+    }
+
+    #[test]
+    fn mqtt_is_off_by_default_and_its_url_is_checked_without_showing_it() {
+        let s = load(&[]).unwrap();
+        assert!(!s.mqtt.enabled());
+        assert_eq!(s.mqtt.topic_prefix, "owntracks");
+        let s = load(&[("MQTT_URL", "mqtt://hub:pw@127.0.0.1:1883")]).unwrap();
+        assert!(s.mqtt.enabled());
+        // A stable id across restarts: from the node id, or fixed.
+        assert_eq!(s.mqtt.client_id_for("node-a"), "fleethub-node-a");
+        assert_eq!(s.mqtt.client_id_for(""), "fleethub");
+        let s = load(&[("FLEETHUB_MQTT__CLIENT_ID", "hub-1")]).unwrap();
+        assert_eq!(s.mqtt.client_id_for("node-a"), "hub-1");
+        let err = load(&[("MQTT_URL", "mqtts://hub:hunter2@broker")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mqtt.url") && !err.contains("hunter2"),
+            "{err}"
+        );
+        let err = load(&[("FLEETHUB_MQTT__TOPIC_PREFIX", "owntracks/#")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mqtt.topic_prefix"), "{err}");
     }
 }

@@ -40,6 +40,8 @@ pub const CLUSTER_DROPPED: &str = "fleethub_cluster_dropped_total";
 pub const CLUSTER_RESUBSCRIBES: &str = "fleethub_cluster_resubscribes_total";
 pub const CLUSTER_TAKEOVERS: &str = "fleethub_cluster_takeovers_total";
 pub const DEVICE_REFUSALS: &str = "fleethub_device_refusals_total";
+pub const MQTT_MESSAGES: &str = "fleethub_mqtt_messages_total";
+pub const MQTT_LINK_UP: &str = "fleethub_mqtt_link_up";
 
 /// Latency buckets from 50 µs to 10 s.
 const BUCKETS: &[f64] = &[
@@ -250,4 +252,14 @@ pub fn cluster_resubscribed() {
 
 pub fn cluster_takeover() {
     counter!(CLUSTER_TAKEOVERS).increment(1);
+}
+
+/// One OwnTracks message taken from the MQTT broker, by what became of it
+/// (`stored`, `ignored`, `unregistered`, `invalid`, `not_stored`...).
+pub fn mqtt_message(outcome: &'static str) {
+    counter!(MQTT_MESSAGES, "outcome" => outcome).increment(1);
+}
+
+pub fn mqtt_link_up(up: bool) {
+    gauge!(MQTT_LINK_UP).set(if up { 1.0 } else { 0.0 });
 }

@@ -153,6 +153,25 @@ impl DeviceRegistry {
         Ok(device)
     }
 
+    /// The device `id` registered for `protocol`, without a key: for a path
+    /// whose transport already authenticated the sender (OwnTracks over
+    /// MQTT, where the broker checks the app's credentials and the topic
+    /// names the device). Never use it where anyone can claim an id.
+    pub async fn find(
+        &self,
+        id: &str,
+        protocol: Protocol,
+    ) -> Result<Arc<KnownDevice>, DeviceRefused> {
+        let id = DeviceId::parse(id).map_err(|_| DeviceRefused::Unknown)?;
+        let device = self.lookup(&id).await?.ok_or(DeviceRefused::Unknown)?;
+        if device.device.protocol != protocol {
+            return Err(DeviceRefused::WrongProtocol(
+                device.device.protocol.as_str(),
+            ));
+        }
+        Ok(device)
+    }
+
     /// The device `id`, from the cache when the copy is fresh.
     async fn lookup(&self, id: &DeviceId) -> Result<Option<Arc<KnownDevice>>, StoreError> {
         if let Some(cached) = self.cache.get(id)

@@ -19,6 +19,10 @@ struct Readiness {
     /// "local" (one node), "ok", or "degraded" (Redis unreachable: this node
     /// serves its own drivers and dashboards, so it stays ready).
     cluster: &'static str,
+    /// "off" (no `mqtt.url`), "ok" (subscribed), or "degraded" (connecting,
+    /// or the broker is unreachable: the phone apps' messages wait there, so
+    /// the hub stays ready).
+    mqtt: &'static str,
     shutting_down: bool,
 }
 
@@ -33,6 +37,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         trail_queue: if queue_ok { "ok" } else { "full_or_failing" },
         queued_positions: state.writer.queued(),
         cluster: state.bus.link_state().as_str(),
+        mqtt: state.mqtt.state().as_str(),
         shutting_down,
     };
     if body.ready {

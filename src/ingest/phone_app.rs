@@ -1,5 +1,5 @@
 //! What every phone-app adapter ([`osmand`](super::osmand),
-//! [`owntracks`](super::owntracks), and the MQTT consumer to come) shares:
+//! [`owntracks`](super::owntracks), and the [`mqtt`](super::mqtt) consumer) shares:
 //! the device's credentials as the apps send them, and one fix taken through
 //! the [`pipeline`](super::pipeline) as the device's driver, answered once
 //! it is committed. The apps send one fix per request and resend what was

@@ -23,6 +23,7 @@ use crate::config::Settings;
 use crate::devices::DeviceRegistry;
 use crate::http_api::admission::Admission;
 use crate::ingest::Pipeline;
+use crate::ingest::mqtt::{self, MqttLink};
 use crate::ingest::rate_limit::{self, driver_limiter};
 use crate::live::{self, DriverRegistry, LiveDrivers, Subscriptions};
 use crate::metrics;
@@ -45,6 +46,8 @@ pub struct Application {
     writer_task: JoinHandle<()>,
     writer_stop: CancellationToken,
     cluster_stop: CancellationToken,
+    /// The MQTT consumer's stop and its task, when `mqtt.url` is set.
+    mqtt: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
 impl Application {
@@ -87,6 +90,7 @@ impl Application {
             Arc::clone(&limiter),
         );
         let admission = Arc::new(Admission::new(&settings.ws).context("`ws.allowed_origins`")?);
+        let mqtt_link = MqttLink::new(settings.mqtt.enabled());
         let state = web::Data::new(AppState {
             node_id,
             settings: Arc::new(settings),
@@ -99,6 +103,7 @@ impl Application {
             admission,
             writer,
             devices: Arc::new(DeviceRegistry::new(Arc::clone(&store))),
+            mqtt: mqtt_link,
             store,
             metrics: metrics::install(),
             shutdown,
@@ -146,6 +151,16 @@ impl Application {
             }
         }
 
+        // Stopped after the sessions and before the writer: the messages it
+        // is storing still commit, and are acked, before it disconnects.
+        let mqtt = mqtt::Consumer::new(&state)?.map(|consumer| {
+            let stop = CancellationToken::new();
+            (
+                stop.clone(),
+                tasks.spawn("mqtt consumer", consumer.run(stop)),
+            )
+        });
+
         let server = server::serve(listener, state.clone())?;
         let osmand = match osmand_listener {
             Some(listener) => {
@@ -169,6 +184,7 @@ impl Application {
             writer_task,
             writer_stop,
             cluster_stop,
+            mqtt,
         })
     }
 
@@ -236,6 +252,10 @@ impl Application {
         let _ = server.await;
         if let Some((handle, task)) = osmand {
             handle.stop(true).await;
+            let _ = task.await;
+        }
+        if let Some((stop, task)) = self.mqtt {
+            stop.cancel();
             let _ = task.await;
         }
         self.cluster_stop.cancel();

@@ -25,6 +25,8 @@ pub struct TestApp {
     pub state: web::Data<AppState>,
     pub http: reqwest::Client,
     auth: Authenticator,
+    /// The hub's run, ended by [`TestApp::stopped`].
+    run: tokio::task::JoinHandle<anyhow::Result<()>>,
     /// Dropped with the app: the test's database goes with it.
     _db: TestDb,
 }
@@ -113,7 +115,11 @@ pub fn via_port(url: &str, port: u16) -> String {
 
 /// The real hub on port 0, trails in a fresh PostgreSQL database.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    let db = TestDb::create().await;
+    spawn_app_in(TestDb::create().await, configure).await
+}
+
+/// The real hub on port 0, trails in `db` (one a stopped hub left, say).
+pub async fn spawn_app_in(db: TestDb, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings();
     settings.database.url = db.url().into();
     configure(&mut settings);
@@ -121,13 +127,14 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let port = app.port();
     let osmand_port = app.osmand_port();
     let state = app.state();
-    tokio::spawn(app.run_until_stopped());
+    let run = tokio::spawn(app.run_until_stopped());
     TestApp {
         port,
         osmand_port,
         state,
         http: reqwest::Client::new(),
         auth: Authenticator::new(SECRET.as_bytes()),
+        run,
         _db: db,
     }
 }
@@ -168,6 +175,18 @@ impl TestApp {
 
     pub async fn stop(&self) {
         self.state.shutdown.cancel();
+    }
+
+    /// Stops the hub and waits until it has (sessions closed, trail queue
+    /// flushed); hands back its database, for a hub started after it.
+    pub async fn stopped(self) -> TestDb {
+        self.state.shutdown.cancel();
+        let run = tokio::time::timeout(Duration::from_secs(30), self.run).await;
+        assert!(
+            matches!(run, Ok(Ok(Ok(())))),
+            "the hub did not stop cleanly"
+        );
+        self._db
     }
 }
 

@@ -11,6 +11,7 @@ mod hostile_http;
 mod hostile_ws;
 mod http;
 mod ingest_paths;
+mod mqtt;
 mod phone_apps;
 mod proxy;
 mod roundtrip;
