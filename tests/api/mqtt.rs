@@ -500,3 +500,43 @@ async fn a_burst_past_the_in_flight_bound_is_stored_whole() {
     app.stopped().await;
     forget_session(&names.hub_id).await;
 }
+
+#[tokio::test]
+async fn the_input_filters_apply_to_mqtt_as_to_every_path() {
+    let names = Names::new();
+    let app = spawn_app_with(names.configure()).await;
+    subscribed(&app).await;
+    register(&app, "phone1", "d1").await;
+    let filtered = |page: String| -> f64 {
+        let series = "fleethub_positions_filtered_total{reason=\"zero\"}";
+        page.lines()
+            .filter_map(|l| l.strip_prefix(series))
+            .find_map(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let metrics = || async {
+        let res = app.http.get(app.url("/metrics")).send().await;
+        res.expect("metrics").text().await.unwrap_or_default()
+    };
+    let before = filtered(metrics().await);
+
+    let mut phone = Phone::connect().await;
+    // (0, 0): what a GPS chip without a fix sends; dropped by `filters.zero`.
+    phone
+        .publish(&names.topic("phone1"), &location(10, 0.0, 0.0))
+        .await;
+    phone
+        .publish(&names.topic("phone1"), &location(5, 52.51, 13.41))
+        .await;
+    eventually("the kept fix is in the trail", || async {
+        !trail(&app, "d1").await.is_empty()
+    })
+    .await;
+    let points = trail(&app, "d1").await;
+    assert_eq!(points.len(), 1, "the (0, 0) fix is not stored: {points:?}");
+    assert_eq!(points[0]["lat"], 52.51);
+    assert!(filtered(metrics().await) > before, "the drop is counted");
+
+    app.stopped().await;
+    forget_session(&names.hub_id).await;
+}
