@@ -9,7 +9,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
-use super::pipeline::{Refusal, Source, driver_of};
+use super::pipeline::{Refusal, driver_of};
 use crate::app_state::AppState;
 use crate::auth::Role;
 use crate::domain::Seq;
@@ -50,14 +50,9 @@ pub async fn positions(
     let me = driver_of(&identity)?;
     let body = body::read_bounded(&req, payload, state.settings.ws.max_frame_bytes).await?;
     let body = UploadBody::parse(&body).map_err(|e| ApiError::new(ErrorCode::BadJson, e))?;
-    let live = state.pipeline.source_entry(&me);
-    let source = Source {
-        me: &me,
-        live: &live,
-    };
     let accepted = state
         .pipeline
-        .ingest(&source, &body.items)
+        .ingest_as(&me, &body.items)
         .map_err(|refused| ApiError::from(refused.refusal))?;
     if let Some(unstored) = accepted.unstored {
         return Err(ApiError::from(unstored.refusal));

@@ -12,7 +12,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use secrecy::SecretString;
 
-use super::pipeline::Source;
 use crate::app_state::AppState;
 use crate::devices::KnownDevice;
 use crate::devices::keys::MAX_KEY_LEN;
@@ -60,15 +59,9 @@ pub async fn store_fix(
     device: &KnownDevice,
     fix: WireFix,
 ) -> Result<(), ApiError> {
-    let me = device.driver();
-    let live = state.pipeline.source_entry(&me);
-    let source = Source {
-        me: &me,
-        live: &live,
-    };
     let accepted = state
         .pipeline
-        .ingest(&source, std::slice::from_ref(&fix))
+        .ingest_as(&device.driver(), std::slice::from_ref(&fix))
         .map_err(|refused| ApiError::from(refused.refusal))?;
     if let Some(refusal) = accepted.refused.into_iter().next() {
         return Err(ApiError::from(refusal));

@@ -183,6 +183,18 @@ impl Pipeline {
         self.drivers.entry(&driver_key(me))
     }
 
+    /// Runs fixes of `me` through the pipeline for a path without a session
+    /// of its own (one HTTP request): the driver's live entry is looked up
+    /// for the call.
+    pub fn ingest_as(
+        &self,
+        me: &DriverIdentity,
+        fixes: &[WireFix],
+    ) -> Result<Accepted, BatchRefused> {
+        let live = self.source_entry(me);
+        self.ingest(&Source { me, live: &live }, fixes)
+    }
+
     /// Runs a batch of fixes (a single fix is a batch of one) through the pipeline.
     pub fn ingest(&self, source: &Source, fixes: &[WireFix]) -> Result<Accepted, BatchRefused> {
         let received = Instant::now();
