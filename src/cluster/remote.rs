@@ -53,15 +53,20 @@ impl RemoteDrivers {
         online: bool,
         origin: &Origin,
     ) -> bool {
-        let update = Arc::new(LiveUpdate::from_view(
-            key.clone(),
-            &position,
-            view.to_owned(),
-            origin.epoch,
-        ));
-        let mut entry = match self.drivers.entry(key) {
+        // Built only for what will be shown: most remote items of a busy
+        // channel are fine, but a stale one must cost no allocation.
+        let update = || {
+            Arc::new(LiveUpdate::from_view(
+                key.clone(),
+                &position,
+                view.to_owned(),
+                origin.epoch,
+            ))
+        };
+        let mut entry = match self.drivers.entry(key.clone()) {
             dashmap::Entry::Occupied(o) => o,
             dashmap::Entry::Vacant(v) => {
+                let update = update();
                 let driver = RemoteDriver {
                     update: Arc::clone(&update),
                     position,
@@ -89,6 +94,7 @@ impl RemoteDrivers {
         known.origin = origin.clone();
         known.heard = Timestamp::now();
         if newer {
+            let update = update();
             let previous = std::mem::replace(&mut known.position, position);
             known.update = Arc::clone(&update);
             subscriptions.fan_out(&update, Some(&previous));

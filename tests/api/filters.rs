@@ -107,23 +107,6 @@ async fn trail_times(app: &TestApp, fleet: &str, driver: &str, from: i64) -> Vec
     points.iter().filter_map(|p| p["ts"].as_i64()).collect()
 }
 
-/// Registers `id` for `driver` of `fleet`; returns its key.
-async fn device(app: &TestApp, fleet: &str, driver: &str, id: &str, protocol: &str) -> String {
-    let token = app.token(Role::Dispatcher, "disp", Some(fleet));
-    let body = json!({"device_id": id, "driver": driver, "protocol": protocol});
-    let res = app
-        .http
-        .post(app.url("/api/v1/devices"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let answer: Value = res.json().await.unwrap();
-    answer["key"].as_str().expect("a key").to_owned()
-}
-
 /// Each fix in its own `pos` frame, each answered by an ack covering it
 /// (filtered ones included) and by nothing else.
 async fn over_websocket(app: &TestApp, driver: &str, script: &[Fix]) {
@@ -157,7 +140,7 @@ async fn over_http(app: &TestApp, driver: &str, script: &[Fix]) {
 
 /// One OsmAnd GET per fix, each answered 200.
 async fn over_osmand(app: &TestApp, driver: &str, script: &[Fix]) {
-    let key = device(app, "acme", driver, "osm1", "osmand").await;
+    let key = app.register_device("acme", driver, "osm1", "osmand").await;
     for f in script {
         let query = format!(
             "id=osm1&key={key}&lat={}&lon={}&timestamp={}&accuracy={}",
@@ -174,7 +157,9 @@ async fn over_osmand(app: &TestApp, driver: &str, script: &[Fix]) {
 
 /// One OwnTracks location per fix, each answered 200 with `[]`.
 async fn over_owntracks(app: &TestApp, driver: &str, script: &[Fix]) {
-    let key = device(app, "acme", driver, "ot1", "owntracks").await;
+    let key = app
+        .register_device("acme", driver, "ot1", "owntracks")
+        .await;
     for f in script {
         let location = json!({"_type": "location", "lat": f.lat, "lon": f.lon,
             "tst": f.ts / 1000, "acc": f.acc, "tid": "ot"});

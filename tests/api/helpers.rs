@@ -150,6 +150,33 @@ impl TestApp {
             .expect("token")
     }
 
+    /// Registers phone-app device `id` (`osmand` or `owntracks`) for
+    /// `driver` of `fleet`, as that fleet's dispatcher; returns its key.
+    pub async fn register_device(
+        &self,
+        fleet: &str,
+        driver: &str,
+        id: &str,
+        protocol: &str,
+    ) -> String {
+        let body = json!({"device_id": id, "driver": driver, "protocol": protocol});
+        let res = self
+            .http
+            .post(self.url("/api/v1/devices"))
+            .bearer_auth(self.token(Role::Dispatcher, "disp", Some(fleet)))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            res.status(),
+            reqwest::StatusCode::CREATED,
+            "device {id} registered"
+        );
+        let answer: Value = res.json().await.expect("a JSON answer");
+        answer["key"].as_str().expect("a key").to_owned()
+    }
+
     pub fn ws_url(&self, path: &str, token: &str) -> String {
         format!("ws://127.0.0.1:{}{path}?access_token={token}", self.port)
     }

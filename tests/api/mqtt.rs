@@ -131,20 +131,7 @@ async fn subscribed(app: &TestApp) {
 
 /// Registers OwnTracks device `id` for driver `driver` of fleet `acme`.
 async fn register(app: &TestApp, id: &str, driver: &str) {
-    register_for(app, id, driver, "owntracks").await;
-}
-
-async fn register_for(app: &TestApp, id: &str, driver: &str, protocol: &str) {
-    let token = app.token(Role::Dispatcher, "disp", Some("acme"));
-    let res = app
-        .http
-        .post(app.url("/api/v1/devices"))
-        .bearer_auth(token)
-        .json(&json!({"device_id": id, "driver": driver, "protocol": protocol}))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(res.status(), StatusCode::CREATED);
+    app.register_device("acme", driver, id, "owntracks").await;
 }
 
 async fn trail(app: &TestApp, driver: &str) -> Vec<Value> {
@@ -271,7 +258,7 @@ async fn unregistered_users_and_other_message_types_are_dropped_and_counted() {
     let app = spawn_app_with(names.configure()).await;
     subscribed(&app).await;
     register(&app, "phone1", "d1").await;
-    register_for(&app, "osm1", "d2", "osmand").await;
+    app.register_device("acme", "d2", "osm1", "osmand").await;
     let unregistered = counted(&app, "unregistered").await;
     let ignored = counted(&app, "ignored").await;
     let wrong_protocol = counted(&app, "wrong_protocol").await;
