@@ -161,11 +161,11 @@ describe('dispatcher dashboard', { timeout: 30 * 60_000 }, () => {
     );
     assert.ok(rendered > 0);
     assert.equal(await page.locator('.maplibregl-marker').count(), 0, 'no DOM marker per vehicle');
-    const before = new Map(first.map((v) => [v.id, `${v.lon},${v.lat}`]));
+    const before = new Map(first.map((v) => [v.key, `${v.lon},${v.lat}`]));
     const moved = await waitFor(
       async () => {
         const now = await page.evaluate(() => window.fleethub.vehicles());
-        const n = now.filter((v) => before.has(v.id) && before.get(v.id) !== `${v.lon},${v.lat}`).length;
+        const n = now.filter((v) => before.has(v.key) && before.get(v.key) !== `${v.lon},${v.lat}`).length;
         return n >= 10 && n;
       },
       { timeoutMs: 15_000, what: 'at least 10 vehicles to move' },
@@ -225,15 +225,15 @@ describe('dispatcher dashboard', { timeout: 30 * 60_000 }, () => {
     // Clicking a driver centres the map on it and follows it.
     await row.locator('button[data-action="pick"]').click();
     await waitFor(() => page.evaluate(() => window.fleethub.following()), { what: 'following to start' });
-    assert.equal(await page.evaluate(() => window.fleethub.following()), CAR_ID);
+    assert.equal(await page.evaluate(() => window.fleethub.following()), `demo/${CAR_ID}`);
     assert.equal(await page.isVisible('#follow-chip'), true);
     const centred = await waitFor(
       async () => {
-        const r = await page.evaluate((id) => {
-          const v = window.fleethub.vehicles().find((x) => x.id === id);
+        const r = await page.evaluate((key) => {
+          const v = window.fleethub.vehicles().find((x) => x.key === key);
           const c = window.fleethub.map.getCenter();
           return v && Math.hypot(v.lon - c.lng, v.lat - c.lat);
-        }, CAR_ID);
+        }, `demo/${CAR_ID}`);
         return r !== undefined && r < 1e-3 && r + 1; // distance in degrees, truthy even when 0
       },
       { what: 'the map to centre on the followed driver' },

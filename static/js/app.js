@@ -8,6 +8,7 @@ import { FleetMap } from './map.js';
 import { VehicleStore } from './vehicles.js';
 import { DriverList } from './drivers.js';
 import { TrailReplay } from './trail.js';
+import { driverLabel, keyOf, splitKey } from './keys.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -29,7 +30,7 @@ let lastSentBbox = '';
 let connState = { state: 'connecting', info: undefined };
 const stateLog = []; // recent connection states, for diagnostics and the tests
 let identity = null;
-let following = null;
+let following = null; // a vehicle key (keys.js)
 let noticeTimer;
 
 // ---------- language ----------
@@ -59,6 +60,11 @@ function renderConnState() {
   $('conn-detail').textContent = state === 'reconnecting' && info?.retryInMs ? t('conn.retryIn', { s: Math.ceil(info.retryInMs / 1000) }) : '';
 }
 
+/** An admin sees every fleet: driver ids repeat there, so labels name the fleet too. */
+function seesSeveralFleets() {
+  return !!identity && identity.fleet == null;
+}
+
 function renderIdentity() {
   $('identity').hidden = !identity;
   if (!identity) return;
@@ -79,7 +85,9 @@ function showNotice(text, ms = 6000) {
 
 function renderFollow() {
   $('follow-chip').hidden = !following;
-  if (following) $('follow-text').textContent = t('drivers.following', { id: following });
+  if (!following) return;
+  const { fleet, driver } = splitKey(following);
+  $('follow-text').textContent = t('drivers.following', { id: driverLabel(fleet, driver, seesSeveralFleets()) });
 }
 
 function renderCounts() {
@@ -91,12 +99,14 @@ function renderCounts() {
 
 // ---------- following a driver ----------
 
-function follow(id) {
-  following = id;
-  fleetMap.setSelected(id);
-  list.setFollowed(id);
+/** Selects and follows the vehicle with this key (keys.js). */
+function follow(key) {
+  following = key;
+  fleetMap.setSelected(key);
+  list.setFollowed(key);
   renderFollow();
-  const at = store.drawnAt(id) ?? (list.get(id)?.lon != null ? [list.get(id).lon, list.get(id).lat] : null);
+  const listed = list.get(key);
+  const at = store.drawnAt(key) ?? (listed?.lon != null ? [listed.lon, listed.lat] : null);
   if (at) fleetMap.centreOn(at);
 }
 
@@ -196,10 +206,12 @@ function onFrame(f) {
       store.applyPositions(f.items ?? [], now);
       for (const p of f.items ?? []) list.mergeLive(p);
       break;
-    case 'status':
-      store.applyStatus(f.driver, f.status);
-      list.setStatus(f.driver, f.status);
+    case 'status': {
+      const key = keyOf(f);
+      store.applyStatus(key, f.status);
+      list.setStatus(key, f.status);
       break;
+    }
     case 'error':
       showNotice(t('error.generic', { msg: `${f.code}: ${f.message}` }));
       break;
@@ -364,9 +376,10 @@ async function main() {
       empty: $('driver-empty'),
     },
     {
-      isInView: (id) => !!store.get(id),
+      isInView: (key) => !!store.get(key),
       onPick: follow,
-      onTrail: (id) => trail.open(id),
+      onTrail: (key) => trail.open(key),
+      withFleet: seesSeveralFleets,
     },
   );
   trail = new TrailReplay(
@@ -375,6 +388,9 @@ async function main() {
       form: $('trail-form'),
       driver: $('trail-driver'),
       datalist: $('trail-drivers'),
+      fleetField: $('trail-fleet-field'),
+      fleet: $('trail-fleet'),
+      fleetDatalist: $('trail-fleets'),
       from: $('trail-from'),
       to: $('trail-to'),
       close: $('trail-close'),
@@ -387,11 +403,11 @@ async function main() {
       summary: $('trail-summary'),
     },
     fleetMap,
-    { onUnauthorized: expired, knownIds: () => list.ids(), fleetOf: (id) => list.get(id)?.fleet },
+    { onUnauthorized: expired, knownKeys: () => list.keys(), withFleet: seesSeveralFleets },
   );
-  fleetMap.on('vehicleClick', (id) => {
-    follow(id);
-    list.reveal(id);
+  fleetMap.on('vehicleClick', (key) => {
+    follow(key);
+    list.reveal(key);
   });
   fleetMap.on('userPan', stopFollowing);
   fleetMap.on('tilesFailed', () => showNotice(t('map.tilesFailed'), 10_000));
@@ -424,7 +440,8 @@ window.fleethub = {
     return lastSentBbox ? lastSentBbox.split(',').map(Number) : null;
   },
   vehicles: () =>
-    Array.from(store.byId.values(), (r) => ({
+    Array.from(store.byKey.values(), (r) => ({
+      key: r.key,
       id: r.id,
       fleet: r.fleet,
       lon: r.feature.geometry.coordinates[0],
@@ -433,6 +450,7 @@ window.fleethub = {
       status: r.feature.properties.s,
       heading: r.feature.properties.h,
     })),
+  /** The followed vehicle's key (keys.js), or null. */
   following: () => following,
 };
 

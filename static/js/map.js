@@ -273,7 +273,7 @@ export class FleetMap {
       id: 'vehicle-selected',
       type: 'circle',
       source: 'vehicles',
-      filter: ['all', single, ['==', ['get', 'id'], '']],
+      filter: ['all', single, ['==', ['get', 'key'], '']],
       paint: {
         'circle-radius': 17,
         'circle-color': 'rgba(96,165,250,0.18)',
@@ -305,8 +305,9 @@ export class FleetMap {
       m.easeTo({ center: feature.geometry.coordinates, zoom });
     });
     m.on('click', 'vehicles', (e) => {
-      const id = e.features?.[0]?.properties?.id;
-      if (id) this.handlers.vehicleClick(id);
+      // The vehicle's key (fleet and driver): a driver id alone may name several.
+      const key = e.features?.[0]?.properties?.key;
+      if (key) this.handlers.vehicleClick(key);
     });
     for (const layer of ['clusters', 'vehicles']) {
       m.on('mouseenter', layer, () => (m.getCanvas().style.cursor = 'pointer'));
@@ -370,10 +371,11 @@ export class FleetMap {
     this.map.getSource('vehicles')?.setData(collection);
   }
 
-  setSelected(id) {
-    this.selected = id;
+  /** Rings the vehicle with this key (keys.js), or none. */
+  setSelected(key) {
+    this.selected = key;
     if (this.map.getLayer('vehicle-selected')) {
-      this.map.setFilter('vehicle-selected', ['all', ['!', ['has', 'point_count']], ['==', ['get', 'id'], id ?? '']]);
+      this.map.setFilter('vehicle-selected', ['all', ['!', ['has', 'point_count']], ['==', ['get', 'key'], key ?? '']]);
     }
   }
 

@@ -5,8 +5,10 @@
 import { apiGet, HttpError, Unauthorized } from './auth.js';
 import { t, lang, fmtNumber, onLangChange } from './i18n.js';
 import { bearingDeg, distanceM } from './vehicles.js';
+import { driverLabel, splitKey } from './keys.js';
 
 const HOUR_MS = 3_600_000;
+const DATALIST_MAX = 500; // a datalist of thousands helps nobody and costs layout
 
 /** datetime-local wants local time as YYYY-MM-DDTHH:MM. */
 function toLocalInput(ms) {
@@ -60,15 +62,16 @@ export class TrailReplay {
   /**
    * @param {object} els   panel elements (see index.html, ids trail-*)
    * @param {FleetMap} fleetMap
-   * @param {object} opts  {onUnauthorized(), knownIds(): Iterable<string>, fleetOf(id): string|undefined}
+   * @param {object} opts  {onUnauthorized(), knownKeys(): Iterable<string> (keys.js), withFleet(): bool}
+   *        withFleet: whether the viewer sees several fleets (an admin), who must name the fleet
    */
-  constructor(els, fleetMap, { onUnauthorized, knownIds, fleetOf }) {
+  constructor(els, fleetMap, { onUnauthorized, knownKeys, withFleet }) {
     this.els = els;
     this.map = fleetMap;
     this.onUnauthorized = onUnauthorized;
-    this.knownIds = knownIds;
-    this.fleetOf = fleetOf;
-    this.trail = null; // {coords, ts, driver}
+    this.knownKeys = knownKeys;
+    this.withFleet = withFleet;
+    this.trail = null; // {coords, ts, driver, fleet}
     this.at = 0;
     this.playing = false;
     this.lastFrame = 0;
@@ -84,7 +87,10 @@ export class TrailReplay {
       this.pause();
       this.seek(this.trail.ts[0] + Number(els.slider.value));
     });
-    els.driver.addEventListener('focus', () => this.fillDatalist());
+    els.driver.addEventListener('focus', () => this.fillDatalists());
+    els.fleet.addEventListener('focus', () => this.fillDatalists());
+    // Another driver typed in: the fleet chosen for the previous one no longer applies.
+    els.driver.addEventListener('input', () => (els.fleet.value = ''));
     onLangChange(() => {
       this.renderSummary();
       this.updatePlayButton();
@@ -93,15 +99,20 @@ export class TrailReplay {
     });
   }
 
-  /** Opens the panel for a driver with the default range: the last hour. */
-  open(driverId) {
+  /** Opens the panel for a vehicle (its key, keys.js) with the default range: the last hour. */
+  open(key) {
     const now = Date.now();
     this.els.panel.hidden = false;
-    if (driverId) this.els.driver.value = driverId;
+    this.els.fleetField.hidden = !this.withFleet();
+    if (key) {
+      const { fleet, driver } = splitKey(key);
+      this.els.driver.value = driver;
+      this.els.fleet.value = fleet;
+    }
     this.els.from.value = toLocalInput(now - HOUR_MS);
     this.els.to.value = toLocalInput(now + 60_000); // the minute in progress is included
-    this.fillDatalist();
-    if (driverId) this.load();
+    this.fillDatalists();
+    if (key) this.load();
     else this.els.driver.focus();
   }
 
@@ -116,16 +127,40 @@ export class TrailReplay {
     this.renderSummary();
   }
 
-  fillDatalist() {
-    const opts = [];
-    let n = 0;
-    for (const id of this.knownIds()) {
-      if (n++ > 500) break; // a datalist of thousands helps nobody and costs layout
-      const o = document.createElement('option');
-      o.value = id;
-      opts.push(o);
+  /** Suggestions: the driver ids and the fleets the page knows. */
+  fillDatalists() {
+    const drivers = new Set();
+    const fleets = new Set();
+    for (const key of this.knownKeys()) {
+      const { fleet, driver } = splitKey(key);
+      if (drivers.size < DATALIST_MAX) drivers.add(driver);
+      fleets.add(fleet);
     }
-    this.els.datalist.replaceChildren(...opts);
+    const options = (values) =>
+      Array.from(values, (v) => {
+        const o = document.createElement('option');
+        o.value = v;
+        return o;
+      });
+    this.els.datalist.replaceChildren(...options(drivers));
+    this.els.fleetDatalist.replaceChildren(...options(fleets));
+  }
+
+  /**
+   * The fleet to ask for `driver`'s trail: the one in the form, else the only
+   * fleet the page knows with that driver. Several such fleets: ambiguous (null);
+   * none: '' (a dispatcher's own fleet, or for an admin an id no fleet has).
+   */
+  fleetFor(driver) {
+    const named = this.els.fleet.value.trim();
+    if (named) return named;
+    const fleets = [];
+    for (const key of this.knownKeys()) {
+      const k = splitKey(key);
+      if (k.driver === driver) fleets.push(k.fleet);
+    }
+    if (fleets.length > 1) return null;
+    return fleets[0] ?? '';
   }
 
   showMessage(key, params) {
@@ -141,13 +176,15 @@ export class TrailReplay {
     const to = new Date(this.els.to.value).getTime();
     if (!driver) return this.showMessage('trail.needDriver');
     if (!(from < to)) return this.showMessage('trail.badRange');
+    const fleet = this.fleetFor(driver);
+    if (fleet === null) return this.showMessage('trail.needFleet', { id: driver });
+    const who = driverLabel(fleet, driver, this.withFleet());
     this.pause();
     this.abort?.abort();
     this.abort = new AbortController();
     this.showMessage('trail.loading');
     this.els.panel.setAttribute('aria-busy', 'true');
     // A driver id is per fleet: admins must name the fleet (dispatchers may, their own).
-    const fleet = this.fleetOf?.(driver);
     const inFleet = fleet ? `&fleet=${encodeURIComponent(fleet)}` : '';
     let feature;
     try {
@@ -162,7 +199,7 @@ export class TrailReplay {
       // 404: no such driver in the caller's fleet. 400 without a fleet: an
       // admin asked for an id no fleet on the map has, so no fleet to name.
       const unknown = e instanceof HttpError && (e.status === 404 || (e.status === 400 && !fleet));
-      if (unknown) return this.showMessage('trail.none', { id: driver });
+      if (unknown) return this.showMessage('trail.none', { id: who });
       if (e instanceof HttpError && (e.status === 501 || e.status === 405)) return this.showMessage('trail.unavailable');
       return this.showMessage('trail.error', { msg: e.message });
     } finally {
@@ -172,11 +209,12 @@ export class TrailReplay {
     const ts = feature?.properties?.timestamps ?? [];
     if (!coords.length || ts.length !== coords.length) {
       this.setTrail(null);
-      return this.showMessage('trail.none', { id: driver });
+      return this.showMessage('trail.none', { id: who });
     }
     this.showMessage(null);
     this.setTrail({
       driver,
+      fleet,
       coords,
       ts,
       feature,

@@ -2,6 +2,10 @@
 // where its marker is drawn right now. Markers glide from where they are drawn
 // to each new fix over about a second (the hub's 1 Hz cadence), so movement
 // looks continuous without drawing anything per vehicle in the DOM.
+// Vehicles are keyed by fleet and driver (keys.js): an admin sees every fleet,
+// and fleets may reuse driver ids.
+
+import { keyOf } from './keys.js';
 
 const GLIDE_MS = 1000;
 // A jump longer than this (metres) is a teleport (snapshot after a pan, a GPS
@@ -33,7 +37,7 @@ export function bearingDeg(lat1, lon1, lat2, lon2) {
 
 export class VehicleStore {
   constructor() {
-    this.byId = new Map();
+    this.byKey = new Map();
     // One FeatureCollection whose features are updated in place: the animation
     // loop then allocates nothing per frame for unchanged vehicles.
     this.collection = { type: 'FeatureCollection', features: [] };
@@ -43,23 +47,23 @@ export class VehicleStore {
   }
 
   get size() {
-    return this.byId.size;
+    return this.byKey.size;
   }
 
-  get(id) {
-    return this.byId.get(id);
+  get(key) {
+    return this.byKey.get(key);
   }
 
   /** A `snapshot` for the view: it replaces what we had (the view is all we subscribe to). */
   applySnapshot(drivers, now) {
     const keep = new Set();
     for (const p of drivers) {
-      keep.add(p.driver);
+      keep.add(keyOf(p));
       this.upsert(p, now);
     }
-    for (const id of this.byId.keys()) {
-      if (!keep.has(id)) {
-        this.byId.delete(id);
+    for (const key of this.byKey.keys()) {
+      if (!keep.has(key)) {
+        this.byKey.delete(key);
         this.structureChanged = true;
       }
     }
@@ -72,8 +76,8 @@ export class VehicleStore {
     this.dirty = true;
   }
 
-  applyStatus(id, status) {
-    const rec = this.byId.get(id);
+  applyStatus(key, status) {
+    const rec = this.byKey.get(key);
     if (!rec) return;
     rec.status = status;
     this.restyle(rec);
@@ -82,9 +86,11 @@ export class VehicleStore {
 
   upsert(p, now) {
     if (!Number.isFinite(p.lat) || !Number.isFinite(p.lon)) return;
-    let rec = this.byId.get(p.driver);
+    const key = keyOf(p);
+    let rec = this.byKey.get(key);
     if (!rec) {
       rec = {
+        key,
         id: p.driver,
         fleet: p.fleet,
         lat: p.lat,
@@ -98,11 +104,12 @@ export class VehicleStore {
         t0: 0,
         feature: {
           type: 'Feature',
-          properties: { id: p.driver, s: 'stopped', h: 0, a: 0 },
+          // The map selects and reports clicks by `key`.
+          properties: { key, s: 'stopped', h: 0, a: 0 },
           geometry: { type: 'Point', coordinates: [p.lon, p.lat] },
         },
       };
-      this.byId.set(p.driver, rec);
+      this.byKey.set(key, rec);
       this.structureChanged = true;
       this.restyle(rec);
       return;
@@ -116,7 +123,6 @@ export class VehicleStore {
     rec.lat = p.lat;
     rec.lon = p.lon;
     rec.ts = p.ts;
-    rec.fleet = p.fleet ?? rec.fleet;
     if (p.status) rec.status = p.status;
     else if (rec.status === 'offline') rec.status = 'online'; // a fresh fix means it is back
     const moved = distanceM(prevLat, prevLon, p.lat, p.lon);
@@ -154,7 +160,7 @@ export class VehicleStore {
   tick(now) {
     if (this.animating > 0) {
       let still = 0;
-      for (const rec of this.byId.values()) {
+      for (const rec of this.byKey.values()) {
         if (rec.t0 === 0) continue;
         const k = (now - rec.t0) / GLIDE_MS;
         if (k >= 1) {
@@ -179,13 +185,13 @@ export class VehicleStore {
   }
 
   /** Where a vehicle's marker is drawn now ([lon, lat]), for following it. */
-  drawnAt(id) {
-    return this.byId.get(id)?.feature.geometry.coordinates;
+  drawnAt(key) {
+    return this.byKey.get(key)?.feature.geometry.coordinates;
   }
 
   featureCollection() {
     if (this.structureChanged) {
-      this.collection = { type: 'FeatureCollection', features: Array.from(this.byId.values(), (r) => r.feature) };
+      this.collection = { type: 'FeatureCollection', features: Array.from(this.byKey.values(), (r) => r.feature) };
       this.structureChanged = false;
     }
     return this.collection;
@@ -193,7 +199,7 @@ export class VehicleStore {
 
   counts() {
     const c = { moving: 0, stopped: 0, offline: 0 };
-    for (const rec of this.byId.values()) c[rec.feature.properties.s] += 1;
+    for (const rec of this.byKey.values()) c[rec.feature.properties.s] += 1;
     return c;
   }
 }
