@@ -63,12 +63,16 @@ export class TestDriver {
     return this.seq;
   }
 
+  /** Moves `secs` seconds on and reports the new position (one `pos` frame). */
+  step(secs = 1) {
+    this.advance(secs);
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ type: 'pos', ...this.fix(Date.now()) }));
+    return this.seq;
+  }
+
   /** One fix per second until stop(). */
   drive() {
-    this.timer = setInterval(() => {
-      this.advance(1);
-      if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ type: 'pos', ...this.fix(Date.now()) }));
-    }, 1000);
+    this.timer = setInterval(() => this.step(1), 1000);
   }
 
   stop() {

@@ -48,6 +48,27 @@ async function hubSubscriptions() {
   return (await res.json()).dashboards;
 }
 
+/** The trail line drawn on the map ([lon, lat] points), once `accept` takes it. */
+async function drawnTrail(page, accept, what) {
+  return waitFor(
+    async () => {
+      const coords = await page.evaluate(async () => {
+        const data = await window.fleethub.map.getSource('trail').getData();
+        return data?.geometry?.type === 'LineString' ? data.geometry.coordinates : null;
+      });
+      return coords && accept(coords) && coords;
+    },
+    { what },
+  );
+}
+
+/** Metres between two [lon, lat] points (flat earth: fine for a few km). */
+function metres([lon1, lat1], [lon2, lat2]) {
+  const dy = (lat2 - lat1) * 111_320;
+  const dx = (lon2 - lon1) * 111_320 * Math.cos((lat1 * Math.PI) / 180);
+  return Math.hypot(dx, dy);
+}
+
 const sameBox = (a, b) => a.length === 4 && a.every((v, i) => Math.abs(v - b[i]) < 1e-4);
 
 /** Waits until the hub holds a `view` subscription equal to `bbox` (within rounding). */
@@ -281,14 +302,7 @@ describe('dispatcher dashboard', { timeout: 30 * 60_000 }, () => {
     await trailButton.waitFor();
     await trailButton.click();
     await page.waitForSelector('#trail-player:not([hidden])', { timeout: 15_000 });
-    const line = await waitFor(
-      () =>
-        page.evaluate(async () => {
-          const data = await window.fleethub.map.getSource('trail').getData();
-          return data?.geometry?.type === 'LineString' && data.geometry.coordinates.length;
-        }),
-      { what: 'the trail line on the map' },
-    );
+    const line = (await drawnTrail(page, () => true, 'the trail line on the map')).length;
     assert.ok(line >= 100, `the backfilled trail has 120 points; drawn: ${line}`);
     const summary = await page.$$eval('#trail-summary dd', (dds) => dds.map((d) => d.textContent));
     assert.ok(Number(summary[0].replace(/\D/g, '')) >= 100, `points in the summary: ${summary}`);
@@ -310,6 +324,118 @@ describe('dispatcher dashboard', { timeout: 30 * 60_000 }, () => {
     await waitFor(async () => /No trail for nobody-here/.test(await page.textContent('#trail-message')), { what: 'the no-trail message' });
     assert.equal(await page.isVisible('#trail-player'), false);
     await closePage(page);
+  });
+
+  test('an admin tells apart two fleets\' drivers with the same id', { timeout: 120_000 }, async () => {
+    // Each fleet has a `d1`, in Cusco (away from the demo fleet in Lima), 5.8 km apart.
+    const places = {
+      acme: { lat: -13.52, lon: -71.98, heading: 90, speed: 12 },
+      beta: { lat: -13.5, lon: -71.93, heading: 0, speed: 12 },
+    };
+    const centre = [-71.955, -13.51];
+    const drivers = {};
+    try {
+      for (const [fleet, start] of Object.entries(places)) {
+        drivers[fleet] = new TestDriver(hub.url, hub.token({ sub: 'd1', role: 'driver', fleet }), start);
+        await drivers[fleet].connect();
+        const lastSeq = drivers[fleet].backfill(30, 5);
+        await waitFor(() => drivers[fleet].acked >= lastSeq, { timeoutMs: 10_000, what: `${fleet}'s d1 trail to be acked` });
+      }
+      const at = (fleet) => [drivers[fleet].lon, drivers[fleet].lat];
+
+      const page = await openSignedIn(adminToken());
+      const d1s = () => page.evaluate(() => window.fleethub.vehicles().filter((v) => v.id === 'd1'));
+      /** Shows both, unclustered, and waits until the page holds both vehicles. */
+      const viewBoth = async () => {
+        await page.evaluate((c) => window.fleethub.map.jumpTo({ center: c, zoom: 12 }), centre);
+        return waitFor(async () => ((await d1s()).length === 2 ? d1s() : false), { what: 'both d1 vehicles in the view' });
+      };
+
+      // Two vehicles, each where its own fleet's d1 is.
+      const both = await viewBoth();
+      assert.deepEqual(both.map((v) => v.key).sort(), ['acme/d1', 'beta/d1']);
+      for (const v of both) assert.ok(metres([v.lon, v.lat], at(v.fleet)) < 1, `${v.key} drawn at its own place`);
+
+      // Two markers on the map.
+      const markers = await waitFor(
+        async () => {
+          const keys = await page.evaluate(() =>
+            window.fleethub.map.queryRenderedFeatures({ layers: ['vehicles'] }).map((f) => f.properties.key),
+          );
+          const d1Keys = keys.filter((k) => k.endsWith('/d1')).sort();
+          return d1Keys.length === 2 && d1Keys;
+        },
+        { what: 'two d1 markers rendered' },
+      );
+      assert.deepEqual(markers, ['acme/d1', 'beta/d1']);
+      await shot(page, '08b-two-fleets-same-id');
+
+      // Clicking a marker selects that fleet's driver.
+      const pixel = await page.evaluate((lonLat) => {
+        const p = window.fleethub.map.project(lonLat);
+        const r = window.fleethub.map.getCanvas().getBoundingClientRect();
+        return { x: r.left + p.x, y: r.top + p.y };
+      }, at('acme'));
+      await page.mouse.click(pixel.x, pixel.y);
+      await waitFor(async () => (await page.evaluate(() => window.fleethub.following())) === 'acme/d1', { what: 'a marker click to follow acme/d1' });
+
+      // Two rows, each naming its fleet; picking one follows that one only.
+      await page.fill('#driver-search', 'd1');
+      const rows = () =>
+        page.$$eval('#driver-list li[data-id="d1"]', (lis) =>
+          lis.map((li) => ({ key: li.dataset.key, label: li.querySelector('.row-id').textContent, followed: li.classList.contains('followed') })),
+        );
+      await waitFor(async () => (await rows()).length === 2, { what: 'two d1 rows in the list' });
+      assert.deepEqual(await rows(), [
+        { key: 'acme/d1', label: 'd1 · acme', followed: true },
+        { key: 'beta/d1', label: 'd1 · beta', followed: false },
+      ]);
+      await page.click('#driver-list li[data-key="beta/d1"] button[data-action="pick"]');
+      await waitFor(async () => (await page.evaluate(() => window.fleethub.following())) === 'beta/d1', { what: 'following beta/d1' });
+      assert.deepEqual((await rows()).map((r) => r.followed), [false, true]);
+      assert.equal(await page.textContent('#follow-text'), 'Following d1 · beta');
+      assert.ok(JSON.stringify(await page.evaluate(() => window.fleethub.map.getFilter('vehicle-selected'))).includes('"beta/d1"'));
+      await page.click('#follow-stop');
+
+      // Each row's trail is its own fleet's: every point near that d1, far from the other.
+      for (const [fleet, other] of [['acme', 'beta'], ['beta', 'acme']]) {
+        await page.click(`#driver-list li[data-key="${fleet}/d1"] button[data-action="trail"]`);
+        const trail = await drawnTrail(
+          page,
+          (coords) => coords.length >= 25 && coords.every((c) => metres(c, at(fleet)) < 2000),
+          `the trail of ${fleet}'s d1`,
+        );
+        assert.ok(trail.every((c) => metres(c, at(other)) > 3000), `no point of ${other}'s d1 in ${fleet}'s trail`);
+        assert.equal(await page.inputValue('#trail-fleet'), fleet);
+        assert.equal(await page.isVisible('#trail-fleet-field'), true, 'admins see the fleet of the trail');
+      }
+      await page.click('#trail-close');
+
+      // A new fix of acme's d1 moves its marker and leaves beta's where it was.
+      const before = Object.fromEntries((await viewBoth()).map((v) => [v.fleet, [v.lon, v.lat]]));
+      drivers.acme.step(5);
+      await waitFor(
+        async () => {
+          const acme = (await d1s()).find((v) => v.fleet === 'acme');
+          return acme && metres([acme.lon, acme.lat], at('acme')) < 0.5;
+        },
+        { what: 'acme/d1 to reach its new fix' },
+      );
+      assert.ok(metres(before.acme, at('acme')) > 50, 'acme/d1 moved');
+      const beta = (await d1s()).find((v) => v.fleet === 'beta');
+      assert.deepEqual([beta.lon, beta.lat], before.beta, 'beta/d1 did not move');
+
+      // acme's d1 going offline leaves beta's online.
+      drivers.acme.stop();
+      await waitFor(
+        async () => (await d1s()).find((v) => v.fleet === 'acme')?.status === 'offline',
+        { what: 'acme/d1 to go offline' },
+      );
+      assert.notEqual((await d1s()).find((v) => v.fleet === 'beta').status, 'offline');
+      await closePage(page);
+    } finally {
+      for (const d of Object.values(drivers)) d.stop();
+    }
   });
 
   test('Spanish first when the browser asks for it; the switch persists', { timeout: 60_000 }, async () => {
