@@ -11,12 +11,14 @@
 //! message is acknowledged (PUBACK, manual acks) only once its fate is
 //! settled: stored (after the commit), or dropped for good (not a location,
 //! no such device, invalid: redelivery would not help). A message that could
-//! not be stored yet (storage unavailable, rate limited, or past the
-//! `mqtt.max_inflight` messages being stored at once) is not acked; MQTT
+//! not be stored yet (storage unavailable, rate limited) is not acked; MQTT
 //! 3.1.1 brokers redeliver unacked messages only on a new connection, so the
 //! consumer then reconnects, once the trail writer is healthy, and the
 //! broker sends it again. What is published while the hub is away waits in
-//! its session.
+//! its session. At most `mqtt.max_inflight` messages are stored at once;
+//! the next ones wait their turn, up to four times as many in all (the
+//! broker's in-flight window is meant to bound them; past that bound a
+//! message is not acked either).
 //!
 //! The event loop is never made to wait on the messages being stored: their
 //! acks go out through it, so waiting there would stall them all.
@@ -61,10 +63,23 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often a consumer waiting for storage to come back looks at it.
 const STORAGE_CHECK: Duration = Duration::from_millis(250);
+/// How often a consumer that took in too many messages looks whether those
+/// are settled.
+const DRAIN_CHECK: Duration = Duration::from_millis(10);
 /// How long the stop waits for messages being stored, so their acks go out.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long the stop waits for the DISCONNECT to be written.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
+
+/// How many messages are taken in at once per message stored at once. The
+/// broker's in-flight window is what bounds arrivals; this bounds a broker
+/// that sends without one (or with a larger one than `mqtt.max_inflight`).
+const ADMITTED_PER_STORING: usize = 4;
+
+/// Messages taken in at once (being stored or waiting their turn).
+fn admitted(max_inflight: usize) -> usize {
+    max_inflight.saturating_mul(ADMITTED_PER_STORING)
+}
 
 /// What became of one message, the `outcome` label of its count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +101,8 @@ enum Outcome {
     RateLimited,
     /// Storage (or the device registry) unavailable: not acked, comes back.
     NotStored,
-    /// `mqtt.max_inflight` messages already being stored: not acked, comes back.
+    /// Four times `mqtt.max_inflight` messages already taken in: not acked,
+    /// comes back.
     Busy,
 }
 
@@ -221,9 +237,9 @@ impl Consumer {
             .set_manual_acks(true)
             .set_keep_alive(Duration::from_secs(settings.keep_alive_secs))
             .set_max_packet_size(settings.max_packet_bytes, settings.max_packet_bytes)
-            // Acks of messages being stored, a subscribe and a disconnect:
+            // Acks of the messages taken in, a subscribe and a disconnect:
             // the workers never wait on a full channel the loop must drain.
-            .set_request_channel_capacity(2 * settings.max_inflight + 8);
+            .set_request_channel_capacity(admitted(settings.max_inflight) + 8);
         if let Some(user) = &url.user {
             let password = url
                 .password
@@ -237,7 +253,7 @@ impl Consumer {
             true => format!("$share/{SHARE_GROUP}/{prefix}/+/+"),
             false => format!("{prefix}/+/+"),
         };
-        let (client, events) = AsyncClient::new(options, 2 * settings.max_inflight + 8);
+        let (client, events) = AsyncClient::new(options, admitted(settings.max_inflight) + 8);
         let broker = format!("{}:{}", url.host, url.port);
         tracing::info!(%broker, client_id, filter, "mqtt: OwnTracks consumer");
         Ok(Some(Self {
@@ -254,10 +270,13 @@ impl Consumer {
     /// (their acks go out) and disconnects.
     pub async fn run(mut self, stop: CancellationToken) {
         let link = self.state.mqtt.clone();
-        let permits = Arc::new(Semaphore::new(self.max_inflight));
+        // Messages stored at once, and messages taken in at once (being
+        // stored or waiting their turn).
+        let storing = Arc::new(Semaphore::new(self.max_inflight));
+        let admission = Arc::new(Semaphore::new(admitted(self.max_inflight)));
         // Workers report a message not stored with the connection it came
         // on; one on an older connection has been redelivered already.
-        let (not_stored_tx, mut not_stored) = mpsc::unbounded_channel::<u64>();
+        let (not_stored_tx, mut not_stored) = mpsc::unbounded_channel::<(u64, Outcome)>();
         let mut connection = 0u64;
         let mut redelivery: Option<Redelivery> = None;
         let mut backoff = Backoff::new();
@@ -266,18 +285,22 @@ impl Consumer {
             let check_at = redelivery.as_ref().map(|r| r.check_at);
             let event = tokio::select! {
                 _ = stop.cancelled() => break,
-                Some(on) = not_stored.recv() => {
+                Some((on, outcome)) = not_stored.recv() => {
                     if on == connection && redelivery.is_none() {
-                        tracing::warn!("mqtt: messages not stored; reconnecting for their redelivery once storage is back");
-                        redelivery = Some(Redelivery::new());
+                        match outcome {
+                            Outcome::Busy => tracing::info!("mqtt: more messages than mqtt.max_inflight allows; reconnecting for their redelivery once those are stored"),
+                            _ => tracing::warn!("mqtt: messages not stored; reconnecting for their redelivery once storage is back"),
+                        }
+                        redelivery = Some(Redelivery::new(outcome));
                     }
                     continue;
                 }
                 // The loop keeps polling meanwhile: the acks of what is
                 // stored go out before the connection is dropped.
                 _ = sleep_until(check_at.unwrap_or_else(Instant::now)), if check_at.is_some() => {
+                    let drained = admission.available_permits() == admitted(self.max_inflight);
                     if let Some(r) = &mut redelivery
-                        && !r.due(self.state.writer.healthy())
+                        && !r.due(self.state.writer.healthy(), drained)
                     {
                         continue;
                     }
@@ -312,27 +335,39 @@ impl Consumer {
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     // Never wait here: the acks of the messages being
-                    // stored go out only while the loop polls. Past the
-                    // bound, a message is left unacked and comes back.
-                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    // stored go out only while the loop polls. A message
+                    // waits its turn in its own task; past the bound of
+                    // admitted ones, it is left unacked and comes back.
+                    // Once a redelivery is due, nothing new is taken in: what
+                    // is being stored drains (its acks go out), then the
+                    // reconnection has the broker send the rest again.
+                    let admitted = match redelivery {
+                        Some(_) => None,
+                        None => Arc::clone(&admission).try_acquire_owned().ok(),
+                    };
+                    let Some(admitted) = admitted else {
                         m::mqtt_message(Outcome::Busy.as_str());
-                        let _ = not_stored_tx.send(connection);
+                        let _ = not_stored_tx.send((connection, Outcome::Busy));
                         continue;
                     };
+                    let storing = Arc::clone(&storing);
                     let state = self.state.clone();
                     let client = self.client.clone();
                     let prefix = Arc::clone(&prefix);
                     let not_stored = not_stored_tx.clone();
                     tokio::spawn(async move {
+                        let Ok(_turn) = storing.acquire_owned().await else {
+                            return;
+                        };
                         let outcome = settle(&state, &prefix, &publish).await;
                         m::mqtt_message(outcome.as_str());
                         if outcome.acked() {
                             // Fails only when the loop is gone: the message comes back.
                             let _ = client.ack(&publish).await;
                         } else {
-                            let _ = not_stored.send(connection);
+                            let _ = not_stored.send((connection, outcome));
                         }
-                        drop(permit);
+                        drop(admitted);
                     });
                 }
                 Ok(_) => {}
@@ -346,7 +381,7 @@ impl Consumer {
                 }
             }
         }
-        self.stop(&permits).await;
+        self.stop(&admission).await;
     }
 
     /// Subscribes on every connection: a broker that lost the session has
@@ -368,10 +403,10 @@ impl Consumer {
     /// Waits for the messages being stored (their acks queue up in the
     /// client), then writes those acks and a DISCONNECT. What is not acked
     /// by then comes back next start.
-    async fn stop(mut self, permits: &Arc<Semaphore>) {
-        let all = u32::try_from(self.max_inflight).unwrap_or(u32::MAX);
+    async fn stop(mut self, admission: &Arc<Semaphore>) {
+        let all = u32::try_from(admitted(self.max_inflight)).unwrap_or(u32::MAX);
         let drained = async {
-            let _settled = permits.acquire_many(all).await;
+            let _settled = admission.acquire_many(all).await;
             let _ = self.client.try_disconnect();
             loop {
                 match self.events.poll().await {
@@ -395,29 +430,40 @@ impl Consumer {
 
 /// A reconnection wanted for the redelivery of messages not stored: after
 /// a moment (a rate-limited driver's bucket refills), once the trail writer
-/// is healthy, or at the latest [`MAX_BACKOFF`] later. Reconnecting sooner
-/// would have the broker send them again only to have them refused again.
+/// is healthy and the messages taken in are settled (their acks out, so the
+/// broker does not send them again), or at the latest [`MAX_BACKOFF`] later.
+/// Reconnecting sooner would have the broker send them again only to have
+/// them refused again.
 struct Redelivery {
     check_at: Instant,
     give_up_at: Instant,
+    /// How often to look again.
+    every: Duration,
 }
 
 impl Redelivery {
-    fn new() -> Self {
+    /// For messages left unacked with `outcome`: only busy ones need no
+    /// pause (nothing to refill or recover, just the others to settle).
+    fn new(outcome: Outcome) -> Self {
         let now = Instant::now();
+        let (first, every) = match outcome {
+            Outcome::Busy => (DRAIN_CHECK, DRAIN_CHECK),
+            _ => (Backoff::new().next(), STORAGE_CHECK),
+        };
         Self {
-            check_at: now + Backoff::new().next(),
+            check_at: now + first,
             give_up_at: now + MAX_BACKOFF,
+            every,
         }
     }
 
     /// Whether to reconnect now; if not, when to look again.
-    fn due(&mut self, storage_healthy: bool) -> bool {
+    fn due(&mut self, storage_healthy: bool, drained: bool) -> bool {
         let now = Instant::now();
-        if storage_healthy || now >= self.give_up_at {
+        if (storage_healthy && drained) || now >= self.give_up_at {
             return true;
         }
-        self.check_at = now + STORAGE_CHECK;
+        self.check_at = now + self.every;
         false
     }
 }
