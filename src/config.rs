@@ -240,6 +240,9 @@ pub struct RedisSettings {
     pub cluster: bool,
     /// Position channels use sharded pub/sub (SPUBLISH / SSUBSCRIBE).
     pub sharded: bool,
+    /// PEM file of the CA that signed the Redis servers' certificates, for
+    /// `rediss://` to a private CA; empty trusts the system's roots.
+    pub ca_file: String,
 }
 
 impl RedisSettings {
@@ -406,6 +409,14 @@ impl Settings {
             return Err(invalid(
                 "redis.url",
                 "must be redis:// or rediss:// URLs, comma-separated",
+            ));
+        }
+        if !self.redis.ca_file.trim().is_empty()
+            && self.redis.urls().iter().any(|u| !u.starts_with("rediss://"))
+        {
+            return Err(invalid(
+                "redis.ca_file",
+                "verifies TLS connections: the URLs must be rediss://",
             ));
         }
         Ok(())

@@ -12,7 +12,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{
     AsyncConnectionConfig, Client, Cmd, ConnectionInfo, FromRedisValue, IntoConnectionInfo,
-    Pipeline, ProtocolVersion, PushInfo, RedisResult, Value,
+    Pipeline, ProtocolVersion, PushInfo, RedisResult, TlsCertificates, Value,
 };
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
@@ -116,19 +116,34 @@ pub struct Connector {
     urls: Vec<ConnectionInfo>,
     cluster: bool,
     sharded: bool,
+    /// The private CA of `redis.ca_file` (PEM), for `rediss://` URLs.
+    ca: Option<TlsCertificates>,
 }
 
 impl Connector {
-    pub fn new(settings: &RedisSettings) -> RedisResult<Self> {
+    pub fn new(settings: &RedisSettings) -> anyhow::Result<Self> {
         let urls = settings
             .urls()
             .iter()
             .map(|u| resp3(u.as_str().into_connection_info()?))
-            .collect::<RedisResult<Vec<_>>>()?;
+            .collect::<RedisResult<Vec<_>>>()
+            .map_err(|e| anyhow::anyhow!("`redis.url`: {e}"))?;
+        let ca_file = settings.ca_file.trim();
+        let ca = match ca_file.is_empty() {
+            true => None,
+            false => Some(TlsCertificates {
+                client_tls: None,
+                root_cert: Some(
+                    std::fs::read(ca_file)
+                        .map_err(|e| anyhow::anyhow!("`redis.ca_file` {ca_file}: {e}"))?,
+                ),
+            }),
+        };
         Ok(Self {
             urls,
             cluster: settings.cluster,
             sharded: settings.cluster && settings.sharded,
+            ca,
         })
     }
 
@@ -162,6 +177,9 @@ impl Connector {
             if let Some(tx) = push {
                 builder = builder.push_sender(tx);
             }
+            if let Some(ca) = &self.ca {
+                builder = builder.certs(ca.clone());
+            }
             let client = builder.build()?;
             let conn = timeout(client.get_async_connection()).await?;
             return Ok(Conn::Cluster(conn));
@@ -172,7 +190,10 @@ impl Connector {
                 "no Redis URL",
             )));
         };
-        let client = Client::open(info.clone())?;
+        let client = match &self.ca {
+            Some(ca) => Client::build_with_tls(info.clone(), ca.clone())?,
+            None => Client::open(info.clone())?,
+        };
         let mut config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));

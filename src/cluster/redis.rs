@@ -131,7 +131,7 @@ impl RedisBus {
         subscriptions: Arc<Subscriptions>,
     ) -> anyhow::Result<Self> {
         let connector =
-            Connector::new(&settings.redis).map_err(|e| anyhow::anyhow!("`redis.url`: {e}"))?;
+            Connector::new(&settings.redis)?;
         let cluster = settings.cluster.clone();
         let incarnation = rand::random::<u64>() >> 12;
         Ok(Self {

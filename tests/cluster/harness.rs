@@ -180,12 +180,17 @@ pub struct Redis {
 impl Redis {
     /// A plain server, no persistence, on a free port; returns once it answers PING.
     pub async fn start() -> Redis {
+        Redis::start_with(Vec::new()).await
+    }
+
+    /// A plain server started with `extra` arguments.
+    pub async fn start_with(extra: Vec<String>) -> Redis {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let port = free_port();
         let mut redis = Redis {
             port,
             dir: dir.path().to_owned(),
-            extra: Vec::new(),
+            extra,
             process: Process::new(format!("redis-server on port {port}")),
             _own_dir: Some(dir),
         };
@@ -755,7 +760,7 @@ pub struct Pair {
 }
 
 /// The environment every node of a test shares.
-fn node_env(
+pub fn node_env(
     db: &TestDb,
     redis_url: &str,
     prefix: &str,
@@ -805,7 +810,7 @@ impl Pair {
         .await
     }
 
-    async fn on(bus: Bus, url: String, extra: &[(&str, &str)]) -> Pair {
+    pub async fn on(bus: Bus, url: String, extra: &[(&str, &str)]) -> Pair {
         let db = TestDb::create().await;
         let prefix = unique_prefix();
         let logs = tempfile::tempdir().expect("a temporary directory");

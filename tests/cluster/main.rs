@@ -18,6 +18,7 @@ mod live;
 mod liveness;
 mod outage;
 mod takeover;
+mod tls;
 mod traffic;
 
 use std::time::Duration;
