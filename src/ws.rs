@@ -158,6 +158,36 @@ impl ConnSocket {
             && addresses(libc::getsockname) == Some(self.local)
     }
 
+    /// Bytes the kernel has taken from this connection so far: acknowledged
+    /// by the peer (`TCP_INFO`) plus waiting in the send queue (`SIOCOUTQ`).
+    /// `None` once the descriptor no longer names this connection's socket.
+    pub fn bytes_taken(&self) -> Option<u64> {
+        if !self.still_ours() {
+            return None;
+        }
+        // SAFETY: `tcp_info` is plain integers, valid when zeroed.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes into `info`, which
+        // is that large; the descriptor was checked to be this socket.
+        let got = unsafe {
+            libc::getsockopt(
+                self.fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&raw mut info).cast(),
+                &mut len,
+            )
+        };
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int into `queued`.
+        let asked = unsafe { libc::ioctl(self.fd, libc::TIOCOUTQ, &raw mut queued) };
+        // `tcpi_bytes_acked` is there since Linux 4.1; a shorter answer lacks it.
+        let full = len as usize >= std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + 8;
+        (got == 0 && asked == 0 && full)
+            .then(|| info.tcpi_bytes_acked + u64::try_from(queued).unwrap_or(0))
+    }
+
     /// Shuts the socket down both ways: whatever the HTTP layer still waits
     /// to write fails at once and the connection is dropped. A connection
     /// that already went its way (its number closed or reused) is left alone.

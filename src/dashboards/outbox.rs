@@ -8,9 +8,10 @@
 //! `dashboard.max_control_frames` of them; a dashboard that lets more pile up
 //! is closed. `queued_bytes` counts what waits here, what the writer has
 //! taken and not yet handed to the socket, and the frames handed to the
-//! socket that its HTTP layer has not taken yet ([`Outbox::frame`]): the
-//! writer keeps that last part within a byte budget, so a dashboard that
-//! stops reading holds a bounded number of bytes whatever the send rate.
+//! socket that the kernel has not taken yet, in the session's channel or the
+//! HTTP layer's write buffer ([`Unsent`]): the writer keeps that last part
+//! within a byte budget, so a dashboard that stops reading holds a bounded
+//! number of bytes whatever the send rate.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -21,9 +22,11 @@ use bytestring::ByteString;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::unsent::{REFRESH, Unsent};
 use crate::domain::DriverKey;
 use crate::live::{LiveUpdate, Status};
 use crate::protocol::Close;
+use crate::ws::ConnSocket;
 
 /// Upper bound on coalesced drivers per dashboard, beyond any real fleet on one node.
 pub const MAX_PENDING_DRIVERS: usize = 200_000;
@@ -73,10 +76,8 @@ pub struct Batch {
 pub struct Outbox {
     state: Mutex<State>,
     notify: Notify,
-    /// Bytes of frames handed to the socket that its HTTP layer has not taken.
-    unsent: AtomicUsize,
-    /// Wakes a writer waiting for room in its byte budget.
-    taken: Notify,
+    /// Bytes of frames handed to the socket that the kernel has not taken.
+    unsent: Unsent,
     /// Hub-wide count of bytes waiting in all outboxes.
     total_bytes: Arc<AtomicUsize>,
     max_control_frames: usize,
@@ -92,8 +93,7 @@ impl Outbox {
         Self {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
-            unsent: AtomicUsize::new(0),
-            taken: Notify::new(),
+            unsent: Unsent::new(Arc::clone(&total_bytes)),
             total_bytes,
             max_control_frames,
         }
@@ -217,12 +217,16 @@ impl Outbox {
         self.total_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    /// A frame for the socket, counted as unsent until the HTTP layer has
-    /// taken it (copied it into its write buffer and dropped it).
+    /// Counts what the kernel takes from the dashboard's `socket`, so that
+    /// the HTTP layer's write buffer counts as unsent too.
+    pub fn watch_socket(&self, socket: ConnSocket) {
+        self.unsent.watch(socket);
+    }
+
+    /// A frame for the socket, counted as unsent until the kernel has taken
+    /// it (its text is dropped once the HTTP layer has encoded it).
     pub fn frame(self: &Arc<Self>, text: String) -> ByteString {
-        let len = text.len();
-        self.unsent.fetch_add(len, Ordering::Relaxed);
-        self.total_bytes.fetch_add(len, Ordering::Relaxed);
+        self.unsent.handed_frame(text.len());
         let owner = UnsentFrame {
             text,
             outbox: Arc::clone(self),
@@ -233,32 +237,56 @@ impl Outbox {
         })
     }
 
+    /// A ping or pong of `wire` bytes handed to the socket.
+    pub fn handed(&self, wire: u64) {
+        self.unsent.handed(wire);
+    }
+
     /// Waits until a frame of `len` bytes fits in the budget of `max_unsent`
     /// unsent bytes. A frame larger than the whole budget waits until
     /// nothing else is unsent.
     pub async fn room_for(&self, len: usize, max_unsent: usize) {
+        let fits = |unsent: usize| unsent == 0 || unsent.saturating_add(len) <= max_unsent;
         loop {
-            let taken = self.taken.notified();
+            let taken = self.unsent.wake.notified();
             tokio::pin!(taken);
             // Registered before the check, so a frame taken in between wakes us.
             taken.as_mut().enable();
-            let unsent = self.unsent.load(Ordering::Relaxed);
-            if unsent == 0 || unsent.saturating_add(len) <= max_unsent {
+            if fits(self.unsent.bytes()) {
                 return;
             }
-            taken.await;
+            // The kernel takes bytes without telling: ask it, now and then.
+            if self.unsent.refresh() && fits(self.unsent.bytes()) {
+                return;
+            }
+            let _ = tokio::time::timeout(REFRESH, taken).await;
         }
     }
 
-    /// Bytes handed to the socket that its HTTP layer has not taken yet.
+    /// Waits while frames are unsent, reading the kernel's count every
+    /// [`REFRESH`], until nothing is (or the count cannot be read):
+    /// `queued_bytes` then falls back to what is left as the kernel takes it.
+    pub async fn settle_unsent(&self) {
+        while self.unsent.bytes() > 0 {
+            tokio::time::sleep(REFRESH).await;
+            if !self.unsent.refresh() {
+                return;
+            }
+        }
+    }
+
+    /// Bytes handed to the socket that the kernel has not taken yet.
     pub fn unsent_bytes(&self) -> usize {
-        self.unsent.load(Ordering::Relaxed)
+        self.unsent.refresh();
+        self.unsent.bytes()
     }
 
     /// Bytes waiting in this outbox, in flight and unsent included.
     pub fn queued_bytes(&self) -> usize {
         let state = self.state.lock();
-        state.bytes + state.in_flight + self.unsent.load(Ordering::Relaxed)
+        let outbox = state.bytes + state.in_flight;
+        drop(state);
+        outbox + self.unsent_bytes()
     }
 
     /// The close asked for, if any.
@@ -267,8 +295,8 @@ impl Outbox {
     }
 }
 
-/// A frame's text while the socket holds it; dropped when the HTTP layer has
-/// copied it out (or the connection went), which gives its bytes back.
+/// A frame's text while the session's channel holds it; dropped when the
+/// HTTP layer has encoded it (or the connection went).
 struct UnsentFrame {
     text: String,
     outbox: Arc<Outbox>,
@@ -282,10 +310,7 @@ impl AsRef<[u8]> for UnsentFrame {
 
 impl Drop for UnsentFrame {
     fn drop(&mut self) {
-        let len = self.text.len();
-        self.outbox.unsent.fetch_sub(len, Ordering::Relaxed);
-        self.outbox.total_bytes.fetch_sub(len, Ordering::Relaxed);
-        self.outbox.taken.notify_waiters();
+        self.outbox.unsent.copied_out(self.text.len());
     }
 }
 

@@ -52,6 +52,9 @@ async fn run(
     let dash = state
         .subscriptions
         .add_dashboard(identity.role.as_str(), identity.scope.clone());
+    if let Some(socket) = held.socket {
+        dash.outbox.watch_socket(socket);
+    }
     m::connection_opened("dashboard");
     let hello = DashboardOut::Hello {
         role: dash.role,

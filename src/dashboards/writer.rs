@@ -2,11 +2,12 @@
 //! positions into `positions` frames per wake-up (after the fan-out window),
 //! and closes the socket when the outbox asks for it.
 //!
-//! It hands the socket at most `dashboard.max_unsent_bytes` that the HTTP
-//! layer has not taken yet (and cuts `positions` frames to that size), so a
-//! dashboard that stops reading holds its outbox, that budget and the HTTP
-//! layer's own write buffer, whatever the send rate; when no room comes for
-//! `dashboard.stuck_after_secs`, it is closed with 1013.
+//! It hands the socket at most `dashboard.max_unsent_bytes` that the kernel
+//! has not taken yet (and cuts `positions` frames to that size), so a
+//! dashboard that stops reading holds its outbox and that budget (the
+//! session's channel and the HTTP layer's write buffer included), whatever
+//! the send rate; when no room comes for `dashboard.stuck_after_secs`, it is
+//! closed with 1013.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use serde_json::value::RawValue;
 use tokio::time::sleep;
 
 use super::outbox::{Batch, Control, Outbox};
+use super::unsent::wire_len;
 use crate::config::Settings;
 use crate::live::LiveUpdate;
 use crate::metrics as m;
@@ -62,7 +64,7 @@ pub async fn run(session: Session, outbox: Arc<Outbox>, settings: WriterSettings
         settings,
     };
     loop {
-        writer.outbox.ready().await;
+        idle(&writer.outbox).await;
         if !writer.settings.interval.is_zero() {
             sleep(writer.settings.interval).await;
         }
@@ -91,6 +93,15 @@ pub async fn run(session: Session, outbox: Arc<Outbox>, settings: WriterSettings
             ws::close(writer.session, close, CLOSE_GRACE_PROMPT).await;
             return;
         }
+    }
+}
+
+/// Waits for work; meanwhile, what the socket still holds is counted down
+/// as the kernel takes it.
+async fn idle(outbox: &Outbox) {
+    tokio::select! {
+        () = outbox.ready() => {}
+        () = outbox.settle_unsent() => outbox.ready().await,
     }
 }
 
@@ -124,9 +135,13 @@ impl Writer {
                 }
                 Control::Pong(bytes) => {
                     left.handed(&self.outbox, bytes.len());
+                    self.outbox.handed(wire_len(bytes.len()));
                     send(self.session.pong(&bytes), self.settings.stuck_after).await
                 }
-                Control::Ping => send(self.session.ping(b""), self.settings.stuck_after).await,
+                Control::Ping => {
+                    self.outbox.handed(wire_len(0));
+                    send(self.session.ping(b""), self.settings.stuck_after).await
+                }
             };
             if !matches!(sent, Sent::Ok) {
                 return sent;
