@@ -189,16 +189,20 @@ fn number(field: &str, value: &Value) -> Result<f64, FenceError> {
 
 /// A position: `[lon, lat]`, or `[lon, lat, altitude]` (the altitude is dropped).
 fn pair(value: &Value) -> Result<[f64; 2], FenceError> {
-    let numbers = value.as_array().map(Vec::as_slice);
-    match numbers {
-        Some([lon, lat]) | Some([lon, lat, _]) => match (lon.as_f64(), lat.as_f64()) {
-            (Some(lon), Some(lat)) => Ok([lon, lat]),
-            _ => Err(invalid(
-                "a position's longitude and latitude must be numbers",
-            )),
-        },
+    match value.as_array().map(Vec::as_slice) {
+        Some([lon, lat]) => lonlat(lon, lat),
+        Some([lon, lat, altitude]) if altitude.is_number() => lonlat(lon, lat),
         _ => Err(invalid(
             "a position must be an array [longitude, latitude] of numbers",
+        )),
+    }
+}
+
+fn lonlat(lon: &Value, lat: &Value) -> Result<[f64; 2], FenceError> {
+    match (lon.as_f64(), lat.as_f64()) {
+        (Some(lon), Some(lat)) => Ok([lon, lat]),
+        _ => Err(invalid(
+            "a position's longitude and latitude must be numbers",
         )),
     }
 }
@@ -380,6 +384,10 @@ mod tests {
         assert!(message(no_coords).contains("coordinates"));
         let null_lat = json!({"type":"Feature","geometry":{"type":"Point","coordinates":[13.4,null]},"properties":{"name":"x","radius_m":5}});
         assert!(message(null_lat).contains("numbers"));
+        let odd_altitude = json!({"type":"Feature","geometry":{"type":"Point","coordinates":[13.4,52.5,"high"]},"properties":{"name":"x","radius_m":5}});
+        assert!(message(odd_altitude).contains("position"));
+        let with_altitude = json!({"type":"Feature","geometry":{"type":"Point","coordinates":[13.4,52.5,34.0]},"properties":{"name":"x","radius_m":5}});
+        assert!(parse(with_altitude).is_ok());
         let multi = json!({"type":"Feature","geometry":{"type":"MultiPolygon","coordinates":[]},"properties":{"name":"x"}});
         assert!(message(multi).contains("MultiPolygon"));
         assert!(matches!(

@@ -19,9 +19,10 @@ pub const MAX_PER_FLEET: usize = 1_000;
 /// (fleet, id) order.
 pub const MAX_LIST: usize = 10_000;
 
-// The count and the insert are one statement: two creates at once in one
-// fleet may both pass the count (PostgreSQL, read committed), so the bound
-// can be passed by a few, never by many.
+// The count and the insert are one statement. A node makes one write at a
+// time (`Geofences`), but creates on several nodes at once may each pass the
+// count (PostgreSQL, read committed): the bound can be passed by a few, never
+// by many.
 const INSERT: &str = "INSERT INTO geofences (id, fleet_id, name, feature, created_at, updated_at) \
     SELECT $1, $2, $3, $4, $5, $5 \
     WHERE (SELECT COUNT(*) FROM geofences WHERE fleet_id = $2) < $6 \
