@@ -49,14 +49,20 @@ fn path_id(raw: &str) -> Result<FenceId, ApiError> {
     FenceId::parse(raw).ok_or_else(no_such_fence)
 }
 
-/// The bounded body, read as a fence Feature.
+/// The bounded body, read as a fence Feature. The checks run on the
+/// blocking pool: a polygon's take up to a fraction of a second of CPU
+/// (`fence::MAX_VERTICES`), which would hold up every connection of this
+/// async worker.
 async fn read_feature(
     req: &HttpRequest,
     state: &AppState,
     payload: web::Payload,
 ) -> Result<FeatureRequest, ApiError> {
     let raw = body::read_bounded(req, payload, state.settings.ws.max_frame_bytes).await?;
-    FenceDef::from_feature(&raw).map_err(|e| match e {
+    let read = web::block(move || FenceDef::from_feature(&raw))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("checking the geofence: {e}")))?;
+    read.map_err(|e| match e {
         FeatureError::Json(message) => ApiError::new(ErrorCode::BadJson, message),
         FeatureError::Invalid(e) => invalid(e.0),
     })

@@ -11,7 +11,7 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::fence::{self, FenceDef, FenceError, FenceProps, FenceShape, Geofence};
+use super::fence::{self, Checks, FenceDef, FenceError, FenceProps, FenceShape, Geofence};
 use crate::domain::{FleetId, Timestamp};
 
 /// Why a body is not a fence.
@@ -78,35 +78,17 @@ struct PropertiesIn {
 
 impl FenceDef {
     /// The validating constructor: a GeoJSON Feature (JSON text) into a
-    /// fence definition, with the Feature's `fleet` and `id` if any.
+    /// fence definition, with the Feature's `fleet` and `id` if any. A
+    /// polygon of many positions takes a while ([`fence::MAX_VERTICES`]):
+    /// call it off the async workers.
     pub fn from_feature(body: &[u8]) -> Result<FeatureRequest, FeatureError> {
-        let feature: FeatureIn = serde_json::from_slice(body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => {
-                FeatureError::Invalid(FenceError::new(format!("not a geofence Feature: {e}")))
-            }
-            _ => FeatureError::Json(e.to_string()),
-        })?;
-        if feature.kind.as_deref() != Some("Feature") {
-            return Err(invalid("`type` must be \"Feature\"").into());
-        }
-        let properties = feature
-            .properties
-            .ok_or_else(|| invalid("`properties` with a `name` is required"))?;
-        let geometry = feature
-            .geometry
-            .ok_or_else(|| invalid("`geometry` is required"))?;
-        let shape = shape_of(&geometry, &properties)?;
-        let props = props_of(&properties)?;
-        Ok(FeatureRequest {
-            def: FenceDef::new(shape, props)?,
-            fleet: properties.fleet,
-            id: feature.id,
-        })
+        read(body, Checks::Full)
     }
 
-    /// A stored definition, read back through the same checks.
+    /// A definition the hub stored, read back through every check but the
+    /// quadratic one ([`Checks::Stored`]).
     pub fn from_stored(text: &str) -> Result<FenceDef, FeatureError> {
-        Self::from_feature(text.as_bytes()).map(|request| request.def)
+        read(text.as_bytes(), Checks::Stored).map(|request| request.def)
     }
 
     /// The definition as the store keeps it.
@@ -115,11 +97,40 @@ impl FenceDef {
     }
 }
 
+fn read(body: &[u8], checks: Checks) -> Result<FeatureRequest, FeatureError> {
+    let feature: FeatureIn = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            FeatureError::Invalid(FenceError::new(format!("not a geofence Feature: {e}")))
+        }
+        _ => FeatureError::Json(e.to_string()),
+    })?;
+    if feature.kind.as_deref() != Some("Feature") {
+        return Err(invalid("`type` must be \"Feature\"").into());
+    }
+    let properties = feature
+        .properties
+        .ok_or_else(|| invalid("`properties` with a `name` is required"))?;
+    let geometry = feature
+        .geometry
+        .ok_or_else(|| invalid("`geometry` is required"))?;
+    let shape = shape_of(&geometry, &properties, checks)?;
+    let props = props_of(&properties)?;
+    Ok(FeatureRequest {
+        def: FenceDef::new(shape, props)?,
+        fleet: properties.fleet,
+        id: feature.id,
+    })
+}
+
 fn invalid(message: &str) -> FenceError {
     FenceError::new(message)
 }
 
-fn shape_of(geometry: &GeometryIn, props: &PropertiesIn) -> Result<FenceShape, FenceError> {
+fn shape_of(
+    geometry: &GeometryIn,
+    props: &PropertiesIn,
+    checks: Checks,
+) -> Result<FenceShape, FenceError> {
     let coordinates = geometry
         .coordinates
         .as_ref()
@@ -127,7 +138,7 @@ fn shape_of(geometry: &GeometryIn, props: &PropertiesIn) -> Result<FenceShape, F
     let kind = geometry.kind.as_deref().unwrap_or("");
     let (radius, width) = (props.radius_m.as_ref(), props.width_m.as_ref());
     match (kind, radius, width) {
-        ("Polygon", None, None) => fence::polygon(&rings(coordinates)?),
+        ("Polygon", None, None) => fence::polygon(&rings(coordinates)?, checks),
         ("Point", Some(radius), None) => {
             fence::circle(pair(coordinates)?, number("properties.radius_m", radius)?)
         }

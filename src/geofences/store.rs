@@ -12,7 +12,7 @@ use super::fence::{FenceDef, FenceId, Geofence};
 use crate::domain::{FleetId, Timestamp};
 use crate::trails::StoreError;
 
-/// Most fences one fleet may have: each may hold 10,000 positions and every
+/// Most fences one fleet may have: each may hold 2,000 positions and every
 /// node keeps them all in memory.
 pub const MAX_PER_FLEET: usize = 1_000;
 /// Most fences one list answers with (every fleet's, for an admin), in

@@ -303,6 +303,14 @@ async fn invalid_fences_are_refused_with_the_problem_named(app: &TestApp) {
             "self-intersection",
         ),
         (
+            "too many positions",
+            polygon(json!(vec![
+                [13.0, 52.0];
+                fleethub::geofences::fence::MAX_VERTICES + 1
+            ])),
+            "at most",
+        ),
+        (
             "radius 0",
             point(json!([13.0, 52.0]), json!({"name": "x", "radius_m": 0})),
             "radius_m",
