@@ -12,6 +12,7 @@ use crate::auth::Authenticator;
 use crate::cluster::ClusterBus;
 use crate::config::Settings;
 use crate::devices::DeviceRegistry;
+use crate::geofences::Geofences;
 use crate::http_api::admission::Admission;
 use crate::ingest::Pipeline;
 use crate::ingest::mqtt::MqttLink;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub store: Arc<dyn TrailStore>,
     /// The phone apps allowed to post positions (kept in the trail database).
     pub devices: Arc<DeviceRegistry>,
+    /// Every fleet's geofences: in the trail database, and in memory.
+    pub geofences: Arc<Geofences>,
     /// The MQTT broker link (OwnTracks over MQTT), for `/readyz`.
     pub mqtt: MqttLink,
     pub metrics: PrometheusHandle,

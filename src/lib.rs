@@ -18,6 +18,7 @@ pub mod dashboards;
 pub mod demo;
 pub mod devices;
 pub mod domain;
+pub mod geofences;
 pub mod http_api;
 pub mod ingest;
 pub mod live;

@@ -542,6 +542,9 @@ impl TrailStore for Counting {
     fn devices(&self) -> &dyn fleethub::devices::DeviceStore {
         self.inner.devices()
     }
+    fn geofences(&self) -> &dyn fleethub::geofences::GeofenceStore {
+        self.inner.geofences()
+    }
     async fn apply_retention(&self, days: u32) -> Result<u64, StoreError> {
         self.inner.apply_retention(days).await
     }

@@ -18,6 +18,7 @@ pub use error::{ApiError, extractor_configs, json_errors};
 
 use crate::dashboards;
 use crate::devices;
+use crate::geofences;
 use crate::ingest::{driver_session, http_upload, osmand, owntracks};
 use crate::trails::history;
 
@@ -45,6 +46,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/api/v1/devices/{device_id}/key")
                 .route(web::post().to(devices::api::rotate_key)),
+        )
+        .service(
+            web::resource("/api/v1/geofences")
+                .route(web::get().to(geofences::api::list))
+                .route(web::post().to(geofences::api::create)),
+        )
+        .service(
+            web::resource("/api/v1/geofences/{id}")
+                .route(web::get().to(geofences::api::get))
+                .route(web::put().to(geofences::api::replace))
+                .route(web::delete().to(geofences::api::delete)),
         )
         .configure(osmand_routes)
         .service(web::resource("/ingest/owntracks").route(web::post().to(owntracks::ingest)))

@@ -62,6 +62,9 @@ error_codes! {
     DeviceKeyInvalid => "device_key_invalid", 401;
     UnknownDevice => "unknown_device", 404;
     DeviceExists => "device_exists", 409;
+    InvalidGeofence => "invalid_geofence", 400;
+    UnknownGeofence => "unknown_geofence", 404;
+    TooManyGeofences => "too_many_geofences", 400;
 }
 
 impl ErrorCode {

@@ -21,6 +21,7 @@ use crate::auth::{Authenticator, Role};
 use crate::cluster;
 use crate::config::Settings;
 use crate::devices::DeviceRegistry;
+use crate::geofences::Geofences;
 use crate::http_api::admission::Admission;
 use crate::ingest::Pipeline;
 use crate::ingest::mqtt::{self, MqttLink};
@@ -91,6 +92,14 @@ impl Application {
         );
         let admission = Arc::new(Admission::new(&settings.ws).context("`ws.allowed_origins`")?);
         let mqtt_link = MqttLink::new(settings.mqtt.enabled());
+        // Loaded before anything is served: a hub never runs with a partial
+        // set of fences.
+        let geofences = Arc::new(Geofences::new(Arc::clone(&store)));
+        let fences = geofences
+            .load()
+            .await
+            .context("loading the geofences from the trail store")?;
+        tracing::info!(fences, "geofences loaded");
         let state = web::Data::new(AppState {
             node_id,
             settings: Arc::new(settings),
@@ -103,6 +112,7 @@ impl Application {
             admission,
             writer,
             devices: Arc::new(DeviceRegistry::new(Arc::clone(&store))),
+            geofences,
             mqtt: mqtt_link,
             store,
             metrics: metrics::install(),

@@ -6,6 +6,7 @@ mod dashboard;
 mod driver;
 mod filters;
 mod fleets;
+mod geofences;
 mod helpers;
 mod hostile_http;
 mod hostile_ws;

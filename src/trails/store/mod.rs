@@ -33,6 +33,7 @@ use secrecy::ExposeSecret;
 use crate::config::Settings;
 use crate::devices::DeviceStore;
 use crate::domain::{DriverId, DriverKey, FleetId, Seq, Timestamp, TrailPoint};
+use crate::geofences::GeofenceStore;
 
 pub use postgres::PgTrailStore;
 pub use reads::TrailReads;
@@ -90,6 +91,9 @@ pub trait TrailStore: Send + Sync + 'static {
 
     /// The device registry kept in the same database (the same SQL on every backend).
     fn devices(&self) -> &dyn DeviceStore;
+
+    /// The geofences kept in the same database (the same SQL on every backend).
+    fn geofences(&self) -> &dyn GeofenceStore;
 
     /// Highest seq stored for the driver, 0 when none.
     async fn last_seq(&self, driver: &DriverKey) -> Result<Seq, StoreError> {

@@ -13,6 +13,7 @@ use super::reads::{SqlReads, TrailReads};
 use super::{DAY_MS, StoreError, TrailStore, latest_per_driver, retention_cutoff, seq_to_db};
 use crate::devices::{DeviceStore, SqlDevices};
 use crate::domain::{Seq, Timestamp, TrailPoint};
+use crate::geofences::{GeofenceStore, SqlGeofences};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -53,6 +54,7 @@ pub struct PgTrailStore {
     pool: PgPool,
     reads: SqlReads<Postgres>,
     devices: SqlDevices<Postgres>,
+    geofences: SqlGeofences<Postgres>,
     /// Connections kept by the writer's commits from one commit to the next:
     /// going through the pool each time would add two round trips per commit
     /// (sqlx pings a connection when it is handed out and when it comes back).
@@ -77,6 +79,7 @@ impl PgTrailStore {
         Ok(Self {
             reads: SqlReads::new(pool.clone()),
             devices: SqlDevices::new(pool.clone()),
+            geofences: SqlGeofences::new(pool.clone()),
             pool,
             committers: Mutex::new(Vec::with_capacity(CONCURRENT_APPENDS)),
         })
@@ -251,6 +254,10 @@ impl TrailStore for PgTrailStore {
 
     fn devices(&self) -> &dyn DeviceStore {
         &self.devices
+    }
+
+    fn geofences(&self) -> &dyn GeofenceStore {
+        &self.geofences
     }
 
     /// Partition upkeep, then retention: creates the partitions ahead,

@@ -20,6 +20,7 @@ use super::reads::{SqlReads, TrailReads};
 use super::{StoreError, TrailStore, latest_per_driver, retention_cutoff, seq_to_db};
 use crate::devices::{DeviceStore, SqlDevices};
 use crate::domain::{Timestamp, TrailPoint};
+use crate::geofences::{GeofenceStore, SqlGeofences};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -77,6 +78,7 @@ pub struct SqliteTrailStore {
     pool: SqlitePool,
     reads: SqlReads<Sqlite>,
     devices: SqlDevices<Sqlite>,
+    geofences: SqlGeofences<Sqlite>,
 }
 
 impl SqliteTrailStore {
@@ -100,6 +102,7 @@ impl SqliteTrailStore {
         Ok(Self {
             reads: SqlReads::new(pool.clone()),
             devices: SqlDevices::new(pool.clone()),
+            geofences: SqlGeofences::new(pool.clone()),
             pool,
         })
     }
@@ -198,6 +201,10 @@ impl TrailStore for SqliteTrailStore {
 
     fn devices(&self) -> &dyn DeviceStore {
         &self.devices
+    }
+
+    fn geofences(&self) -> &dyn GeofenceStore {
+        &self.geofences
     }
 
     /// Deletes the rows older than the cutoff, a slice at a time; returns the rows deleted.
