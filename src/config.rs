@@ -412,7 +412,11 @@ impl Settings {
             ));
         }
         if !self.redis.ca_file.trim().is_empty()
-            && self.redis.urls().iter().any(|u| !u.starts_with("rediss://"))
+            && self
+                .redis
+                .urls()
+                .iter()
+                .any(|u| !u.starts_with("rediss://"))
         {
             return Err(invalid(
                 "redis.ca_file",

@@ -130,8 +130,7 @@ impl RedisBus {
         node_id: &str,
         subscriptions: Arc<Subscriptions>,
     ) -> anyhow::Result<Self> {
-        let connector =
-            Connector::new(&settings.redis)?;
+        let connector = Connector::new(&settings.redis)?;
         let cluster = settings.cluster.clone();
         let incarnation = rand::random::<u64>() >> 12;
         Ok(Self {

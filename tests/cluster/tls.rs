@@ -62,9 +62,11 @@ async fn nodes_reach_redis_over_tls_verified_by_a_private_ca() {
     )
     .await;
     for node in [&pair.a, &pair.b] {
-        wait_until(Duration::from_secs(10), "the link is up over TLS", || async {
-            node.readyz().await["cluster"] == "ok"
-        })
+        wait_until(
+            Duration::from_secs(10),
+            "the link is up over TLS",
+            || async { node.readyz().await["cluster"] == "ok" },
+        )
         .await;
     }
     // A cluster through it: A's driver is seen live on B.

@@ -180,7 +180,11 @@ impl Tally {
     fn result(&self, path: &str, args: &Args, seconds: f64, cpu: Option<f64>) -> PathResult {
         let positions = self.acked.load(Ordering::Relaxed);
         let latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        let ms = |q: f64| latency.as_ref().map(|h| h.value_at_quantile(q) as f64 / 1000.0);
+        let ms = |q: f64| {
+            latency
+                .as_ref()
+                .map(|h| h.value_at_quantile(q) as f64 / 1000.0)
+        };
         PathResult {
             path: path.to_owned(),
             devices: args.devices,
@@ -249,7 +253,9 @@ async fn ws_driver(i: usize, args: Arc<Args>, tally: Arc<Tally>, until: Instant)
             let _ = h.record(at.elapsed().as_micros() as u64);
             sent_at.pop_front();
         }
-        tally.acked.fetch_add(seq.saturating_sub(acked), Ordering::Relaxed);
+        tally
+            .acked
+            .fetch_add(seq.saturating_sub(acked), Ordering::Relaxed);
         acked = acked.max(seq);
     }
     tally.merge(&h);
@@ -317,7 +323,10 @@ async fn run_ws(args: &Arc<Args>) -> PathResult {
     for t in tasks {
         let _ = t.await;
     }
-    let seconds = started.elapsed().as_secs_f64().min(args.duration.as_secs_f64());
+    let seconds = started
+        .elapsed()
+        .as_secs_f64()
+        .min(args.duration.as_secs_f64());
     let cpu = hub_cpu(args.server_pid).zip(cpu).map(|(b, a)| b - a);
     tally.result("websocket", args, seconds, cpu)
 }
@@ -471,8 +480,9 @@ fn print(r: &PathResult) {
         opt(r.hub_cpu_us_per_position, " µs"),
         opt(r.latency_ms_p50, " ms"),
         opt(r.latency_ms_p99, " ms"),
-        r.mqtt_redelivered
-            .map_or(String::new(), |n| format!("  (not acked, redelivered: {n})")),
+        r.mqtt_redelivered.map_or(String::new(), |n| format!(
+            "  (not acked, redelivered: {n})"
+        )),
     );
 }
 
