@@ -6,7 +6,7 @@
 #
 #   loadtest/apps-bench.sh NAME [fleethub-appbench flags...]
 #
-# Environment: MQTT_INFLIGHT, Mosquitto's max_inflight_messages (default 256,
+# Environment: MQTT_INFLIGHT, Mosquitto's max_inflight_messages (default 2048,
 # the hub's mqtt.max_inflight; Mosquitto's own default is 20), any FLEETHUB_* setting for the hub.
 # HUB_LOG=FILE keeps the hub's log. The report lands in
 # loadtest/results/NAME.json and .txt.
@@ -35,7 +35,7 @@ cat > "$workdir/mosquitto.conf" <<CONF
 listener $mqtt_port 127.0.0.1
 allow_anonymous true
 persistence false
-max_inflight_messages ${MQTT_INFLIGHT:-256}
+max_inflight_messages ${MQTT_INFLIGHT:-2048}
 max_queued_messages 1000000
 CONF
 mosquitto -c "$workdir/mosquitto.conf" > "$workdir/mosquitto.log" 2>&1 &

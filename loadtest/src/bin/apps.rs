@@ -68,6 +68,11 @@ struct Args {
     /// The paths to measure, in order.
     #[arg(long, value_delimiter = ',', default_value = "ws,osmand,mqtt")]
     paths: Vec<String>,
+    /// The hub's PostgreSQL database: an MQTT message counts once its row is
+    /// there (`psql` is asked), not when the hub says `stored` (which a
+    /// redelivered duplicate is too).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
     /// The hub's PID, for its CPU per position.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -426,7 +431,7 @@ async fn run_mqtt(args: &Arc<Args>, http: &reqwest::Client) -> anyhow::Result<Pa
     register(http, args, "owntracks", "ot").await?;
     let per_device = (args.mqtt_messages / args.devices).max(1) as u64;
     let total = per_device * args.devices as u64;
-    let stored_before = mqtt_count(http, args, "stored").await?;
+    let stored_before = mqtt_stored(http, args).await?;
     let redelivered_before = redelivered(http, args).await?;
     let cpu = hub_cpu(args.server_pid);
     let started = Instant::now();
@@ -435,7 +440,7 @@ async fn run_mqtt(args: &Arc<Args>, http: &reqwest::Client) -> anyhow::Result<Pa
         .collect();
     let deadline = started + Duration::from_secs(600);
     loop {
-        let stored = mqtt_count(http, args, "stored").await? - stored_before;
+        let stored = mqtt_stored(http, args).await? - stored_before;
         if stored >= total {
             break;
         }
@@ -443,7 +448,7 @@ async fn run_mqtt(args: &Arc<Args>, http: &reqwest::Client) -> anyhow::Result<Pa
             Instant::now() < deadline,
             "only {stored} of {total} MQTT messages stored"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu = hub_cpu(args.server_pid).zip(cpu).map(|(b, a)| b - a);
@@ -455,6 +460,29 @@ async fn run_mqtt(args: &Arc<Args>, http: &reqwest::Client) -> anyhow::Result<Pa
     let mut result = tally.result("owntracks (MQTT QoS 1)", args, seconds, cpu);
     result.mqtt_redelivered = Some(redelivered(http, args).await? - redelivered_before);
     Ok(result)
+}
+
+/// The OwnTracks positions stored: rows in the trail store when the
+/// database is known, the hub's `stored` count otherwise.
+async fn mqtt_stored(http: &reqwest::Client, args: &Args) -> anyhow::Result<u64> {
+    let Some(url) = args.database_url.clone() else {
+        return mqtt_count(http, args, "stored").await;
+    };
+    let sql = format!(
+        "select count(*) from positions where fleet_id = '{FLEET}' and driver_id >= 'ot-' and driver_id < 'ot.'"
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("psql")
+            .args(["-tA", &url, "-c", &sql])
+            .output()
+    })
+    .await??;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
 /// Messages the hub did not ack (busy, storage, rate): the broker resends them.
