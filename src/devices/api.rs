@@ -21,7 +21,7 @@ use super::{Device, DeviceId, Protocol, keys};
 use crate::app_state::AppState;
 use crate::auth::{FleetScope, Identity, Role};
 use crate::domain::{DriverId, FleetId, Timestamp};
-use crate::http_api::{ApiError, body};
+use crate::http_api::{ApiError, body, scoped_fleet};
 use crate::ingest::units::SpeedUnit;
 use crate::protocol::ErrorCode;
 use crate::trails::StoreError;
@@ -66,19 +66,8 @@ fn invalid(field: &str, e: impl std::fmt::Display) -> ApiError {
 /// The fleet a new device goes to: a dispatcher's own (naming another is
 /// forbidden), the one an admin names (required).
 fn fleet_for(identity: &Identity, named: Option<&str>) -> Result<FleetId, ApiError> {
-    match (&identity.scope, named) {
-        (FleetScope::One(own), None) => Ok(own.clone()),
-        (FleetScope::One(own), Some(named)) if named == own.as_str() => Ok(own.clone()),
-        (FleetScope::One(_), Some(_)) => Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "a dispatcher registers devices in its own fleet only",
-        )),
-        (FleetScope::All, Some(named)) => FleetId::parse(named).map_err(|e| invalid("fleet", e)),
-        (FleetScope::All, None) => Err(ApiError::new(
-            ErrorCode::InvalidId,
-            "`fleet` is required for an admin",
-        )),
-    }
+    scoped_fleet(&identity.scope, named, "fleet", "registers devices")?
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidId, "`fleet` is required for an admin"))
 }
 
 /// `POST /api/v1/devices`.
@@ -164,20 +153,12 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let identity = state.auth.authorize(&req, MANAGERS)?;
-    let fleet = match (&identity.scope, query.fleet.as_deref()) {
-        (FleetScope::One(own), None) => Some(own.clone()),
-        (FleetScope::One(own), Some(named)) if named == own.as_str() => Some(own.clone()),
-        (FleetScope::One(_), Some(_)) => {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "a dispatcher sees its own fleet's devices only",
-            ));
-        }
-        (FleetScope::All, Some(named)) => {
-            Some(FleetId::parse(named).map_err(|e| invalid("fleet", e))?)
-        }
-        (FleetScope::All, None) => None,
-    };
+    let fleet = scoped_fleet(
+        &identity.scope,
+        query.fleet.as_deref(),
+        "fleet",
+        "sees devices",
+    )?;
     let devices = state
         .devices
         .store()

@@ -23,7 +23,7 @@ use super::{Created, store};
 use crate::app_state::AppState;
 use crate::auth::{FleetScope, Identity, Role};
 use crate::domain::FleetId;
-use crate::http_api::{ApiError, body};
+use crate::http_api::{ApiError, body, scoped_fleet};
 use crate::protocol::ErrorCode;
 use crate::trails::StoreError;
 
@@ -71,18 +71,13 @@ async fn read_feature(
 /// The fleet a new fence goes to: a dispatcher's own (naming another is
 /// forbidden), the one an admin names in `properties.fleet` (required).
 fn fleet_for(identity: &Identity, named: Option<&str>) -> Result<FleetId, ApiError> {
-    match (&identity.scope, named) {
-        (FleetScope::One(own), None) => Ok(own.clone()),
-        (FleetScope::One(own), Some(named)) if named == own.as_str() => Ok(own.clone()),
-        (FleetScope::One(_), Some(_)) => Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "a dispatcher creates geofences in its own fleet only",
-        )),
-        (FleetScope::All, Some(named)) => {
-            FleetId::parse(named).map_err(|e| invalid(format!("`properties.fleet`: {e}")))
-        }
-        (FleetScope::All, None) => Err(invalid("`properties.fleet` is required for an admin")),
-    }
+    scoped_fleet(
+        &identity.scope,
+        named,
+        "properties.fleet",
+        "creates geofences",
+    )?
+    .ok_or_else(|| invalid("`properties.fleet` is required for an admin"))
 }
 
 /// `POST /api/v1/geofences`.
@@ -126,21 +121,12 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let identity = state.auth.authorize(&req, MANAGERS)?;
-    let fleet = match (&identity.scope, query.fleet.as_deref()) {
-        (FleetScope::One(own), None) => Some(own.clone()),
-        (FleetScope::One(own), Some(named)) if named == own.as_str() => Some(own.clone()),
-        (FleetScope::One(_), Some(_)) => {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "a dispatcher sees its own fleet's geofences only",
-            ));
-        }
-        (FleetScope::All, Some(named)) => Some(
-            FleetId::parse(named)
-                .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("`fleet`: {e}")))?,
-        ),
-        (FleetScope::All, None) => None,
-    };
+    let fleet = scoped_fleet(
+        &identity.scope,
+        query.fleet.as_deref(),
+        "fleet",
+        "sees geofences",
+    )?;
     let fences = state
         .geofences
         .store()

@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod body;
 mod error;
+mod fleet_param;
 mod health;
 mod live;
 pub mod origin;
@@ -15,6 +16,7 @@ mod static_files;
 use actix_web::{FromRequest, Handler, HttpResponse, Resource, Responder, web};
 
 pub use error::{ApiError, extractor_configs, json_errors};
+pub use fleet_param::scoped_fleet;
 
 use crate::dashboards;
 use crate::devices;
