@@ -42,6 +42,7 @@ pub const CLUSTER_TAKEOVERS: &str = "fleethub_cluster_takeovers_total";
 pub const DEVICE_REFUSALS: &str = "fleethub_device_refusals_total";
 pub const MQTT_MESSAGES: &str = "fleethub_mqtt_messages_total";
 pub const MQTT_LINK_UP: &str = "fleethub_mqtt_link_up";
+pub const GEOFENCES: &str = "fleethub_geofences";
 
 /// Latency buckets from 50 µs to 10 s.
 const BUCKETS: &[f64] = &[
@@ -262,4 +263,9 @@ pub fn mqtt_message(outcome: &'static str) {
 
 pub fn mqtt_link_up(up: bool) {
     gauge!(MQTT_LINK_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// The fences this node holds in memory, every fleet's.
+pub fn geofences(count: usize) {
+    gauge!(GEOFENCES).set(count as f64);
 }

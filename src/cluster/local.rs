@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::{ClusterBus, Epoch, LinkState};
 use crate::auth::FleetScope;
-use crate::domain::{BBox, DriverKey, Position};
+use crate::domain::{BBox, DriverKey, FleetId, Position};
 use crate::live::{DriverRow, LiveUpdate, Status, Subscriptions};
 
 pub struct LocalBus {
@@ -45,4 +45,7 @@ impl ClusterBus for LocalBus {
     fn backend(&self) -> &'static str {
         "local"
     }
+
+    /// One node: nobody else to tell.
+    fn fences_changed(&self, _fleet: &FleetId) {}
 }

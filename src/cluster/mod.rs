@@ -20,7 +20,7 @@ use async_trait::async_trait;
 
 use crate::auth::FleetScope;
 use crate::config::Settings;
-use crate::domain::{BBox, DriverKey, Position};
+use crate::domain::{BBox, DriverKey, FleetId, Position};
 use crate::live::{DriverRow, LiveUpdate, Status, Subscriptions};
 
 pub use self::redis::{ClusterTask, RedisBus};
@@ -88,6 +88,21 @@ pub trait ClusterBus: Send + Sync + 'static {
 
     /// "local", or the clustered backend's name, for logs.
     fn backend(&self) -> &'static str;
+
+    /// Tells the other nodes that `fleet`'s geofences changed in the
+    /// database, so that they reload them ([`Changed`]). Best effort and
+    /// never blocking: a notice lost with the link is made up for when the
+    /// link comes back (every node then reloads everything).
+    fn fences_changed(&self, fleet: &FleetId);
+}
+
+/// What another node changed of what every node keeps a copy of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// One fleet's geofences.
+    Fences(FleetId),
+    /// Anything: changes may have been missed while a link was down.
+    Everything,
 }
 
 /// The bus start-up wires in: the trait object every part uses, and the

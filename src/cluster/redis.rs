@@ -29,6 +29,7 @@ use futures_util::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 use redis::{PushKind, Value};
 use tokio::sync::Notify;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
 use super::channels::{Cell, Channels};
@@ -37,7 +38,7 @@ use super::nodes::Nodes;
 use super::remote::{Origin, RemoteDrivers};
 use super::shared_state::{self, StateWrite};
 use super::wire::{BatchIn, BatchOut, Notice, owner_value, parse_view};
-use super::{ClusterBus, Epoch, LinkState, LocalBus};
+use super::{Changed, ClusterBus, Epoch, LinkState, LocalBus};
 use crate::auth::FleetScope;
 use crate::config::{ClusterSettings, Settings};
 use crate::domain::{BBox, DriverId, DriverKey, FleetId, Position, Timestamp};
@@ -122,6 +123,9 @@ pub struct RedisBus {
     /// Fleets this node watches wide.
     my_wide: RwLock<BTreeSet<FleetId>>,
     subscribed: AtomicUsize,
+    /// Other nodes' changes, for the task that applies them ([`RedisBus::changes`]).
+    changed: UnboundedSender<Changed>,
+    changes: Mutex<Option<UnboundedReceiver<Changed>>>,
 }
 
 impl RedisBus {
@@ -133,6 +137,7 @@ impl RedisBus {
         let connector = Connector::new(&settings.redis)?;
         let cluster = settings.cluster.clone();
         let incarnation = rand::random::<u64>() >> 12;
+        let (changed, changes) = unbounded_channel();
         Ok(Self {
             node: node_id.to_owned(),
             incarnation,
@@ -163,7 +168,32 @@ impl RedisBus {
             wide: RwLock::new(HashSet::new()),
             my_wide: RwLock::new(BTreeSet::new()),
             subscribed: AtomicUsize::new(0),
+            changed,
+            changes: Mutex::new(Some(changes)),
         })
+    }
+
+    /// What other nodes changed, for the one task that applies it (`None`
+    /// once taken).
+    pub fn changes(&self) -> Option<UnboundedReceiver<Changed>> {
+        self.changes.lock().take()
+    }
+
+    /// Publishes `notice` on the control channel in the background, if the
+    /// link is up (a lost notice is made up for by the resync).
+    fn announce(&self, notice: &Notice) {
+        let Some(mut conn) = self.live_connection() else {
+            return;
+        };
+        let text = serde_json::to_string(notice).unwrap_or_default();
+        let channel = self.channels.control();
+        tokio::spawn(async move {
+            let mut publish = redis::cmd("PUBLISH");
+            publish.arg(channel).arg(text);
+            if let Err(e) = conn.cmd::<()>(&publish).await {
+                tracing::warn!(error = %e, "cluster: a notice was not published; the next resync makes up for it");
+            }
+        });
     }
 
     /// The bus's background tasks; each ends when `stop` is cancelled, the
@@ -609,6 +639,17 @@ impl RedisBus {
                     self.wide.write().insert(fleet);
                 }
             }
+            Notice::Fences { f, n, i } => {
+                if self.is_me(&n, i) {
+                    return;
+                }
+                let change = match f.as_deref().map(FleetId::parse) {
+                    Some(Ok(fleet)) => Changed::Fences(fleet),
+                    Some(Err(_)) => return,
+                    None => Changed::Everything,
+                };
+                let _ = self.changed.send(change);
+            }
         }
     }
 
@@ -722,6 +763,14 @@ impl ClusterBus for RedisBus {
 
     fn backend(&self) -> &'static str {
         "redis"
+    }
+
+    fn fences_changed(&self, fleet: &FleetId) {
+        self.announce(&Notice::Fences {
+            f: Some(fleet.to_string()),
+            n: self.node.clone(),
+            i: self.incarnation,
+        });
     }
 }
 
@@ -908,6 +957,14 @@ impl Link {
         for (update, online) in self.sessions.drivers.current() {
             self.bus.queue(&update, None, online);
         }
+        // Changes made while the link was down, here or elsewhere: every
+        // node reloads what it keeps a copy of.
+        let _ = self.bus.changed.send(Changed::Everything);
+        self.bus.announce(&Notice::Fences {
+            f: None,
+            n: self.bus.node.clone(),
+            i: self.bus.incarnation,
+        });
         let bus: Arc<dyn ClusterBus> = Arc::clone(&self.bus) as Arc<dyn ClusterBus>;
         let drivers = Arc::clone(&self.sessions.drivers);
         let subscriptions = Arc::clone(&self.bus.subscriptions);

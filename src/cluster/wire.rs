@@ -74,6 +74,15 @@ pub enum Notice {
     /// Some node watches fleet `f` wide: publish its positions on its wide channel.
     #[serde(rename = "wide")]
     Wide { f: String },
+    /// Node `n` (incarnation `i`) changed fleet `f`'s geofences, or, without
+    /// `f`, has just (re)connected and may have changes the others missed:
+    /// reload them from the database.
+    #[serde(rename = "fences")]
+    Fences {
+        f: Option<String>,
+        n: String,
+        i: u64,
+    },
 }
 
 /// A driver's record in the shared last-known state.

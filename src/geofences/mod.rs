@@ -9,17 +9,20 @@
 //! - [`store`]: the `geofences` table of the trail database, the same SQL on
 //!   both backends;
 //! - [`index`]: every fleet's fences in memory, in an R-tree per fleet;
-//! - [`api`]: the REST endpoints.
+//! - [`api`]: the REST endpoints;
+//! - [`sync`]: other nodes' changes, applied to this node's index.
 //!
 //! [`Geofences`] ties the store and the index together: the database is the
-//! truth, the index a copy loaded at start-up and changed with every write
-//! that goes through it. Nothing evaluates positions against fences yet.
+//! truth, the index a copy loaded at start-up, changed with every write
+//! that goes through it and, through [`sync`], with every other node's.
+//! Nothing evaluates positions against fences yet.
 
 pub mod api;
 pub mod feature;
 pub mod fence;
 pub mod index;
 pub mod store;
+pub mod sync;
 
 use std::sync::Arc;
 
@@ -28,7 +31,9 @@ pub use fence::{FenceDef, FenceError, FenceId, FenceProps, FenceShape, Geofence}
 pub use index::{FenceIndex, FleetFences};
 pub use store::{GeofenceStore, Inserted, SqlGeofences};
 
+use crate::cluster::ClusterBus;
 use crate::domain::{FleetId, Timestamp};
+use crate::metrics as m;
 use crate::trails::{StoreError, TrailStore};
 
 /// How many times a create draws a new random id when the one drawn is taken.
@@ -46,6 +51,8 @@ pub enum Created {
 pub struct Geofences {
     store: Arc<dyn TrailStore>,
     index: FenceIndex,
+    /// Told of every change, for the other nodes.
+    bus: Arc<dyn ClusterBus>,
     /// One write at a time on this node, from the database write to the
     /// index change: two writes to one fence cannot reach the index in the
     /// other order than they reached the database.
@@ -54,10 +61,11 @@ pub struct Geofences {
 
 impl Geofences {
     /// Empty until [`Geofences::load`].
-    pub fn new(store: Arc<dyn TrailStore>) -> Self {
+    pub fn new(store: Arc<dyn TrailStore>, bus: Arc<dyn ClusterBus>) -> Self {
         Self {
             store,
             index: FenceIndex::default(),
+            bus,
             writes: tokio::sync::Mutex::new(()),
         }
     }
@@ -80,6 +88,7 @@ impl Geofences {
         let all = self.store().list(None, usize::MAX).await?;
         let count = all.len();
         self.index.replace_all(all);
+        m::geofences(self.index.len());
         Ok(count)
     }
 
@@ -141,16 +150,15 @@ impl Geofences {
         let fences = self.store().list(Some(fleet), usize::MAX).await?;
         let count = fences.len();
         self.index.replace_fleet(fleet, fences);
+        m::geofences(self.index.len());
         Ok(count)
     }
 
-    /// THE HOOK for keeping other nodes in step: called after every change
-    /// of `fleet`'s fences made through this node (stored, and this node's
-    /// index already changed). Today it only logs. A cluster sync publishes
-    /// "fences of `fleet` changed" here (over Redis, like the other cluster
-    /// messages), and each receiving node calls [`Geofences::reload_fleet`].
-    /// Until then, another node's index learns of a change at its restart.
+    /// After every change of `fleet`'s fences made through this node (stored,
+    /// and this node's index already changed): the other nodes are told,
+    /// and reload them ([`sync`]).
     fn fleet_changed(&self, fleet: &FleetId) {
-        tracing::debug!(%fleet, "geofences changed");
+        m::geofences(self.index.len());
+        self.bus.fences_changed(fleet);
     }
 }

@@ -21,7 +21,7 @@ use crate::auth::{Authenticator, Role};
 use crate::cluster;
 use crate::config::Settings;
 use crate::devices::DeviceRegistry;
-use crate::geofences::Geofences;
+use crate::geofences::{self, Geofences};
 use crate::http_api::admission::Admission;
 use crate::ingest::Pipeline;
 use crate::ingest::mqtt::{self, MqttLink};
@@ -94,7 +94,7 @@ impl Application {
         let mqtt_link = MqttLink::new(settings.mqtt.enabled());
         // Loaded before anything is served: a hub never runs with a partial
         // set of fences.
-        let geofences = Arc::new(Geofences::new(Arc::clone(&store)));
+        let geofences = Arc::new(Geofences::new(Arc::clone(&store), Arc::clone(&bus)));
         let fences = geofences
             .load()
             .await
@@ -158,6 +158,12 @@ impl Application {
                 redis_bus.tasks(drivers, Arc::clone(&s.registry), cluster_stop.clone())
             {
                 tasks.spawn(name, task);
+            }
+            if let Some(changes) = redis_bus.changes() {
+                tasks.spawn(
+                    "geofence sync",
+                    geofences::sync::run(Arc::clone(&s.geofences), changes, cluster_stop.clone()),
+                );
             }
         }
 

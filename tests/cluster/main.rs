@@ -13,6 +13,7 @@
 mod helpers;
 
 mod failover;
+mod geofences;
 mod harness;
 mod live;
 mod liveness;
