@@ -16,9 +16,9 @@
 //! consumer then reconnects, once the trail writer is healthy, and the
 //! broker sends it again. What is published while the hub is away waits in
 //! its session. At most `mqtt.max_inflight` messages are stored at once;
-//! the next ones wait their turn, up to four times as many in all (the
-//! broker's in-flight window is meant to bound them; past that bound a
-//! message is not acked either).
+//! the next ones wait their turn, up to four times as many in all and
+//! 16 MiB of payloads (the broker's in-flight window is meant to bound them;
+//! past that bound a message is not acked either).
 //!
 //! The event loop is never made to wait on the messages being stored: their
 //! acks go out through it, so waiting there would stall them all.
@@ -38,7 +38,7 @@ use rumqttc::{
     SubscribeReasonCode,
 };
 use secrecy::ExposeSecret;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
@@ -79,6 +79,24 @@ const ADMITTED_PER_STORING: usize = 4;
 /// Messages taken in at once (being stored or waiting their turn).
 fn admitted(max_inflight: usize) -> usize {
     max_inflight.saturating_mul(ADMITTED_PER_STORING)
+}
+
+/// The payloads of the messages taken in at once, in KiB: large messages
+/// fill it before their count does (OwnTracks messages are a few hundred
+/// bytes; `mqtt.max_packet_bytes` bounds one).
+const ADMITTED_KIB: usize = 16 * 1024;
+
+/// A message of `len` bytes taken in, if there is room for it: its place
+/// among the messages taken in, and its share of their bytes.
+fn admit(
+    count: &Arc<Semaphore>,
+    kib: &Arc<Semaphore>,
+    len: usize,
+) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+    let size = u32::try_from(len / 1024 + 1).unwrap_or(u32::MAX);
+    let bytes = Arc::clone(kib).try_acquire_many_owned(size).ok()?;
+    let place = Arc::clone(count).try_acquire_owned().ok()?;
+    Some((place, bytes))
 }
 
 /// What became of one message, the `outcome` label of its count.
@@ -274,6 +292,7 @@ impl Consumer {
         // stored or waiting their turn).
         let storing = Arc::new(Semaphore::new(self.max_inflight));
         let admission = Arc::new(Semaphore::new(admitted(self.max_inflight)));
+        let admission_kib = Arc::new(Semaphore::new(ADMITTED_KIB));
         // Workers report a message not stored with the connection it came
         // on; one on an older connection has been redelivered already.
         let (not_stored_tx, mut not_stored) = mpsc::unbounded_channel::<(u64, Outcome)>();
@@ -343,7 +362,7 @@ impl Consumer {
                     // reconnection has the broker send the rest again.
                     let admitted = match redelivery {
                         Some(_) => None,
-                        None => Arc::clone(&admission).try_acquire_owned().ok(),
+                        None => admit(&admission, &admission_kib, publish.payload.len()),
                     };
                     let Some(admitted) = admitted else {
                         m::mqtt_message(Outcome::Busy.as_str());
@@ -503,6 +522,18 @@ mod tests {
         assert!(Outcome::Invalid.acked() && Outcome::TooLarge.acked());
         assert!(!Outcome::NotStored.acked() && !Outcome::RateLimited.acked());
         assert!(!Outcome::Busy.acked());
+    }
+
+    #[test]
+    fn messages_are_taken_in_within_their_count_and_their_bytes() {
+        let (count, kib) = (Arc::new(Semaphore::new(2)), Arc::new(Semaphore::new(100)));
+        let small = admit(&count, &kib, 300).expect("room for a small one");
+        assert!(admit(&count, &kib, 150 * 1024).is_none(), "over the bytes");
+        let _second = admit(&count, &kib, 300).expect("room for a second");
+        assert!(admit(&count, &kib, 300).is_none(), "over the count");
+        drop(small);
+        assert!(admit(&count, &kib, 300).is_some(), "a settled one frees its place");
+        assert_eq!(kib.available_permits(), 99, "and its bytes");
     }
 
     #[test]
