@@ -532,7 +532,10 @@ mod tests {
         let _second = admit(&count, &kib, 300).expect("room for a second");
         assert!(admit(&count, &kib, 300).is_none(), "over the count");
         drop(small);
-        assert!(admit(&count, &kib, 300).is_some(), "a settled one frees its place");
+        assert!(
+            admit(&count, &kib, 300).is_some(),
+            "a settled one frees its place"
+        );
         assert_eq!(kib.available_permits(), 99, "and its bytes");
     }
 
