@@ -9,6 +9,7 @@
 //! becomes the ack. [`protocol`] holds the wire contract, [`domain`] the
 //! types that check themselves.
 
+pub mod alerts;
 pub mod app_state;
 pub mod auth;
 pub mod cluster;
