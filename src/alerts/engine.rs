@@ -150,7 +150,7 @@ impl DriverState {
             .collect();
         for id in left {
             self.body.inside.remove(&id);
-            if let Some(fence) = fences.and_then(|f| find(f, &id)) {
+            if let Some(fence) = fences.and_then(|f| f.get(&id)) {
                 raised.fence(EventKind::GeofenceExit, fence, json!({}));
             }
         }
@@ -289,14 +289,6 @@ impl DriverState {
             self.body.battery_low = false;
         }
     }
-}
-
-fn find<'f>(fences: &'f FleetFences, id: &str) -> Option<&'f Geofence> {
-    fences
-        .fences()
-        .iter()
-        .map(|g| g.as_ref())
-        .find(|g| g.id().as_str() == id)
 }
 
 fn distance_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {

@@ -28,6 +28,10 @@ type Entry = GeomWithData<Rectangle<[f64; 2]>, usize>;
 pub struct FleetFences {
     fences: Vec<Arc<Geofence>>,
     tree: RTree<Entry>,
+    /// A fence's place in `fences`, by id: the evaluation looks up the
+    /// fences a driver was inside, and a scan would cost a whole fleet's
+    /// fences per exit.
+    by_id: HashMap<FenceId, usize>,
 }
 
 impl FleetFences {
@@ -40,10 +44,22 @@ impl FleetFences {
                 GeomWithData::new(Rectangle::from_corners(bbox.lower(), bbox.upper()), i)
             })
             .collect();
+        let by_id = fences
+            .iter()
+            .enumerate()
+            .map(|(i, fence)| (fence.id().clone(), i))
+            .collect();
         Self {
             fences,
             tree: RTree::bulk_load(entries),
+            by_id,
         }
+    }
+
+    /// The fence with this id, if the fleet has it.
+    pub fn get(&self, id: &str) -> Option<&Arc<Geofence>> {
+        let id = FenceId::parse(id)?;
+        self.by_id.get(&id).and_then(|&i| self.fences.get(i))
     }
 
     pub fn fences(&self) -> &[Arc<Geofence>] {

@@ -3,8 +3,9 @@
 //! key), names its phone in `X-Limit-D` (or `?d=`; logged, not needed: the
 //! device id says whose positions these are) and posts one JSON message a
 //! request. `_type: location` is a fix (`lat`, `lon`, `tst` Unix seconds,
-//! `acc` m, `vel` km/h, `cog` degrees; `alt`, `batt`, `tid`, `t`,
-//! `created_at` read and not stored yet); every other `_type` (`transition`,
+//! `acc` m, `vel` km/h, `cog` degrees, `batt` percent for the low-battery
+//! rule; `alt`, `tid`, `t`, `created_at` read and not stored); every other
+//! `_type` (`transition`,
 //! `lwt`, `waypoint`, `card`, ...) is taken and ignored. The answer is 200
 //! with a JSON array, empty (the app reads it for commands to run), after
 //! the commit; refusals as on [`osmand`](super::osmand).

@@ -7,10 +7,11 @@
 //!    filters; a refused fix is reported alone and the rest goes on;
 //! 3. the time-order check and the driver's live state, with fan-out to the
 //!    dashboards through the cluster bus (a late fix is stored, not shown);
-//! 4. the observers of every accepted fix (the slot where alert rules plug in);
-//! 5. the trail queue (when it has no room, the fixes stay shown but are
+//! 4. the trail queue (when it has no room, the fixes stay shown but are
 //!    refused as not stored), and a [`Commit`] that resolves once the fixes
-//!    are stored: the ack. Live fan-out never waits for the database.
+//!    are stored: the ack. Live fan-out never waits for the database. The
+//!    trail store evaluates the stored fixes against the fleet's fences and
+//!    alert rules in the same commit ([`crate::alerts`]).
 //!
 //! Callers differ only in framing and in how they send the outcome back; the
 //! refusals, with their codes and messages, are the same on every path.
@@ -84,13 +85,6 @@ pub struct Accepted {
     pub filtered: Vec<Seq>,
 }
 
-/// Sees every fix the pipeline accepted, once it is live and before it is
-/// queued for the trail. Called on the ingest hot path, in each driver's fix
-/// order: it must not block.
-pub trait FixObserver: Send + Sync {
-    fn observe(&self, point: &TrailPoint, published: Published);
-}
-
 /// The accepted fixes of one batch, waiting for their commit.
 pub struct Commit {
     seqs: Vec<Seq>,
@@ -155,7 +149,6 @@ pub struct Pipeline {
     writer: TrailWriter,
     limiter: Arc<DriverLimiter>,
     filters: InputFilters,
-    observers: Vec<Arc<dyn FixObserver>>,
     window: TimeWindow,
     max_batch: usize,
 }
@@ -172,7 +165,6 @@ impl Pipeline {
             writer,
             limiter,
             filters: InputFilters::new(&settings.filters),
-            observers: Vec::new(),
             window: settings.time_window(),
             max_batch: settings.driver.max_batch_items,
         }
@@ -240,9 +232,6 @@ impl Pipeline {
                 position,
                 extras,
             };
-            for observer in &self.observers {
-                observer.observe(&point, published);
-            }
             points.push(point);
         }
         if points.is_empty() {

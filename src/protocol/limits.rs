@@ -66,7 +66,7 @@ mod tests {
 
     #[test]
     fn a_full_batch_of_the_largest_items_fits_the_computed_bound() {
-        let item = r#"{"seq":9007199254740992,"ts":-9223372036854775808,"lat":-2.2250738585072014e-308,"lon":-2.2250738585072014e-308,"speed":-2.2250738585072014e-308,"heading":-2.2250738585072014e-308,"acc":-2.2250738585072014e-308}"#;
+        let item = r#"{"seq":9007199254740992,"ts":-9223372036854775808,"lat":-2.2250738585072014e-308,"lon":-2.2250738585072014e-308,"speed":-2.2250738585072014e-308,"heading":-2.2250738585072014e-308,"acc":-2.2250738585072014e-308,"battery":-2.2250738585072014e-308,"sos":true}"#;
         assert_eq!(largest_item_bytes(), item.len());
         let items = vec![item; 1000].join(",");
         let frame = format!(
