@@ -545,6 +545,9 @@ impl TrailStore for Counting {
     fn geofences(&self) -> &dyn fleethub::geofences::GeofenceStore {
         self.inner.geofences()
     }
+    fn webhooks(&self) -> &dyn fleethub::webhooks::WebhookStore {
+        self.inner.webhooks()
+    }
     async fn apply_retention(&self, days: u32) -> Result<u64, StoreError> {
         self.inner.apply_retention(days).await
     }

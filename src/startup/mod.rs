@@ -31,6 +31,7 @@ use crate::metrics;
 use crate::protocol::Close;
 use crate::trails::TrailWriter;
 use crate::trails::{retention, store, writer};
+use crate::webhooks::{Webhooks, delivery};
 use tasks::Tasks;
 
 /// How long the stop waits for the trail flush: the writer's own longest
@@ -100,6 +101,12 @@ impl Application {
             .await
             .context("loading the geofences from the trail store")?;
         tracing::info!(fences, "geofences loaded");
+        let webhooks = Arc::new(Webhooks::new(Arc::clone(&store)));
+        let webhook_worker = delivery::Worker::new(
+            Arc::clone(&webhooks),
+            settings.webhooks.clone(),
+            settings.trails.retention_days,
+        )?;
         let state = web::Data::new(AppState {
             node_id,
             settings: Arc::new(settings),
@@ -113,6 +120,7 @@ impl Application {
             writer,
             devices: Arc::new(DeviceRegistry::new(Arc::clone(&store))),
             geofences,
+            webhooks,
             mqtt: mqtt_link,
             store,
             metrics: metrics::install(),
@@ -141,6 +149,7 @@ impl Application {
                 s.shutdown.clone(),
             ),
         );
+        tasks.spawn("webhook deliveries", webhook_worker.run(s.shutdown.clone()));
         tasks.spawn(
             "rate limit pruning",
             rate_limit::run_pruning(limiter, s.shutdown.clone()),

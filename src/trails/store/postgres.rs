@@ -14,6 +14,7 @@ use super::{DAY_MS, StoreError, TrailStore, latest_per_driver, retention_cutoff,
 use crate::devices::{DeviceStore, SqlDevices};
 use crate::domain::{Seq, Timestamp, TrailPoint};
 use crate::geofences::{GeofenceStore, SqlGeofences};
+use crate::webhooks::{SqlWebhooks, WebhookStore};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -55,6 +56,7 @@ pub struct PgTrailStore {
     reads: SqlReads<Postgres>,
     devices: SqlDevices<Postgres>,
     geofences: SqlGeofences<Postgres>,
+    webhooks: SqlWebhooks<Postgres>,
     /// Connections kept by the writer's commits from one commit to the next:
     /// going through the pool each time would add two round trips per commit
     /// (sqlx pings a connection when it is handed out and when it comes back).
@@ -80,6 +82,7 @@ impl PgTrailStore {
             reads: SqlReads::new(pool.clone()),
             devices: SqlDevices::new(pool.clone()),
             geofences: SqlGeofences::new(pool.clone()),
+            webhooks: SqlWebhooks::new(pool.clone()),
             pool,
             committers: Mutex::new(Vec::with_capacity(CONCURRENT_APPENDS)),
         })
@@ -258,6 +261,10 @@ impl TrailStore for PgTrailStore {
 
     fn geofences(&self) -> &dyn GeofenceStore {
         &self.geofences
+    }
+
+    fn webhooks(&self) -> &dyn WebhookStore {
+        &self.webhooks
     }
 
     /// Partition upkeep, then retention: creates the partitions ahead,

@@ -21,6 +21,7 @@ use super::{StoreError, TrailStore, latest_per_driver, retention_cutoff, seq_to_
 use crate::devices::{DeviceStore, SqlDevices};
 use crate::domain::{Timestamp, TrailPoint};
 use crate::geofences::{GeofenceStore, SqlGeofences};
+use crate::webhooks::{SqlWebhooks, WebhookStore};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -79,6 +80,7 @@ pub struct SqliteTrailStore {
     reads: SqlReads<Sqlite>,
     devices: SqlDevices<Sqlite>,
     geofences: SqlGeofences<Sqlite>,
+    webhooks: SqlWebhooks<Sqlite>,
 }
 
 impl SqliteTrailStore {
@@ -103,6 +105,7 @@ impl SqliteTrailStore {
             reads: SqlReads::new(pool.clone()),
             devices: SqlDevices::new(pool.clone()),
             geofences: SqlGeofences::new(pool.clone()),
+            webhooks: SqlWebhooks::new(pool.clone()),
             pool,
         })
     }
@@ -205,6 +208,10 @@ impl TrailStore for SqliteTrailStore {
 
     fn geofences(&self) -> &dyn GeofenceStore {
         &self.geofences
+    }
+
+    fn webhooks(&self) -> &dyn WebhookStore {
+        &self.webhooks
     }
 
     /// Deletes the rows older than the cutoff, a slice at a time; returns the rows deleted.
