@@ -19,3 +19,4 @@ mod roundtrip;
 mod simulated_fleet;
 mod slow_dashboard;
 mod trails;
+mod webhooks;

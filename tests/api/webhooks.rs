@@ -1,0 +1,654 @@
+//! Webhooks end to end: the REST endpoints with real requests, on
+//! PostgreSQL and on SQLite, and deliveries to a real HTTP receiver the test
+//! starts on 127.0.0.1, which checks every signature with the webhook's
+//! secret: retries until it answers 2xx, a dead letter when it never does,
+//! and the dead letter replayed once it does.
+
+use std::sync::Arc;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
+use reqwest::{Method, StatusCode};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::helpers::{TestApp, TestDb, eventually, now_ms, spawn_app_in};
+use fleethub::alerts::{Event, EventFix, EventKind};
+use fleethub::auth::Role;
+use fleethub::config::Settings;
+use fleethub::domain::{DriverId, FleetId, Timestamp};
+
+/// Where a test's hub keeps its data, and how the test reads it back.
+enum Db {
+    Postgres(String),
+    Sqlite(std::path::PathBuf),
+}
+
+impl Db {
+    fn configure(&self, settings: &mut Settings) {
+        if let Db::Sqlite(path) = self {
+            settings.database.url = SecretString::from(String::new());
+            settings.database.sqlite_path = path.to_string_lossy().into_owned();
+        }
+    }
+
+    /// Runs one statement the test wrote itself (its values are the test's).
+    async fn execute(&self, sql: String) {
+        use sqlx::{Connection, Executor};
+        match self {
+            Db::Postgres(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+                conn.execute(sqlx::AssertSqlSafe(sql)).await.expect("sql");
+            }
+            Db::Sqlite(path) => {
+                let url = format!("sqlite://{}", path.display());
+                let mut conn = sqlx::SqliteConnection::connect(&url)
+                    .await
+                    .expect("connect");
+                conn.execute(sqlx::AssertSqlSafe(sql)).await.expect("sql");
+            }
+        }
+    }
+
+    /// The status of delivery `id`, `None` when there is no such row.
+    async fn status(&self, id: &str) -> Option<String> {
+        use sqlx::Connection;
+        const SQL: &str = "SELECT status FROM webhook_deliveries WHERE id = $1";
+        match self {
+            Db::Postgres(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+                sqlx::query_scalar(SQL)
+                    .bind(id)
+                    .fetch_optional(&mut conn)
+                    .await
+                    .expect("sql")
+            }
+            Db::Sqlite(path) => {
+                let url = format!("sqlite://{}", path.display());
+                let mut conn = sqlx::SqliteConnection::connect(&url)
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(SQL)
+                    .bind(id)
+                    .fetch_optional(&mut conn)
+                    .await
+                    .expect("sql")
+            }
+        }
+    }
+}
+
+/// A hub on `backend` ("postgres" or "sqlite"), with `configure` applied.
+async fn start(
+    backend: &str,
+    dir: &tempfile::TempDir,
+    configure: impl FnOnce(&mut Settings),
+) -> (TestApp, Db) {
+    let pg = TestDb::create().await;
+    let db = match backend {
+        "sqlite" => Db::Sqlite(dir.path().join("hub.db")),
+        _ => Db::Postgres(pg.url()),
+    };
+    let app = spawn_app_in(pg, |s| {
+        db.configure(s);
+        configure(s);
+    })
+    .await;
+    (app, db)
+}
+
+/// Deliveries retried within milliseconds, so a test sees them all.
+fn fast_retries(s: &mut Settings) {
+    s.webhooks.first_retry_ms = 20;
+    s.webhooks.max_retry_ms = 50;
+    s.webhooks.poll_ms = 20;
+    s.webhooks.timeout_ms = 2_000;
+}
+
+fn dispatcher(app: &TestApp, fleet: &str) -> String {
+    app.token(Role::Dispatcher, "disp", Some(fleet))
+}
+
+fn admin(app: &TestApp) -> String {
+    app.token(Role::Admin, "ops", None)
+}
+
+/// One request with `token` and an optional JSON body; the status and the
+/// JSON answer (`Null` when there is none).
+async fn call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<&Value>,
+) -> (StatusCode, Value) {
+    let mut req = app.http.request(method, app.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    let res = req.send().await.expect("request");
+    let status = res.status();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+fn code(answer: &Value) -> &str {
+    answer["error"]["code"].as_str().unwrap_or("")
+}
+
+// ---------------------------------------------------------------------------
+// The REST endpoints.
+
+async fn create_list_delete(backend: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (app, _db) = start(backend, &dir, |_| {}).await;
+    let acme = dispatcher(&app, "acme");
+    let beta = dispatcher(&app, "beta");
+
+    let (status, created) = call(
+        &app,
+        Method::POST,
+        "/api/v1/webhooks",
+        &acme,
+        Some(&json!({"url": "https://example.com/hook?x=1", "kinds": ["sos", "geofence_enter"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().expect("an id").to_owned();
+    assert_eq!(created["fleet"], "acme");
+    assert_eq!(created["url"], "https://example.com/hook?x=1");
+    assert_eq!(created["kinds"], json!(["sos", "geofence_enter"]));
+    assert!(created["created_at"].as_i64().is_some());
+    let secret = created["secret"].as_str().expect("a secret");
+    assert_eq!(secret.len(), 43, "32 bytes, URL-safe base64");
+
+    // Every kind when none is named; an admin names the fleet.
+    let (status, all_kinds) = call(
+        &app,
+        Method::POST,
+        "/api/v1/webhooks",
+        &admin(&app),
+        Some(&json!({"url": "http://10.0.0.9:8000/", "fleet": "beta"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{all_kinds}");
+    assert_eq!(all_kinds["fleet"], "beta");
+    assert_eq!(all_kinds["kinds"], json!([]));
+
+    // Lists never show a secret; a dispatcher sees its own fleet's only.
+    let (status, list) = call(&app, Method::GET, "/api/v1/webhooks", &acme, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let hooks = list["webhooks"].as_array().expect("a list");
+    assert_eq!(hooks.len(), 1, "{list}");
+    assert_eq!(hooks[0]["id"], id.as_str());
+    assert!(!list.to_string().contains(secret), "a secret in {list}");
+    assert!(hooks[0].get("secret").is_none());
+    let (_, list) = call(&app, Method::GET, "/api/v1/webhooks", &admin(&app), None).await;
+    assert_eq!(list["webhooks"].as_array().map(Vec::len), Some(2), "{list}");
+    let (_, list) = call(
+        &app,
+        Method::GET,
+        "/api/v1/webhooks?fleet=beta",
+        &admin(&app),
+        None,
+    )
+    .await;
+    assert_eq!(list["webhooks"].as_array().map(Vec::len), Some(1), "{list}");
+    let (status, answer) = call(
+        &app,
+        Method::GET,
+        "/api/v1/webhooks?fleet=acme",
+        &beta,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(code(&answer), "forbidden");
+
+    // Another fleet's dispatcher cannot delete it: 404 as for none.
+    let path = format!("/api/v1/webhooks/{id}");
+    let (status, answer) = call(&app, Method::DELETE, &path, &beta, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(code(&answer), "unknown_webhook");
+    let (status, _) = call(&app, Method::DELETE, &path, &acme, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, answer) = call(&app, Method::DELETE, &path, &acme, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(code(&answer), "unknown_webhook");
+    let (_, list) = call(&app, Method::GET, "/api/v1/webhooks", &acme, None).await;
+    assert_eq!(list["webhooks"], json!([]));
+    // An admin deletes any fleet's.
+    let path = format!("/api/v1/webhooks/{}", all_kinds["id"].as_str().unwrap());
+    let (status, _) = call(&app, Method::DELETE, &path, &admin(&app), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn webhooks_are_created_listed_without_secrets_and_deleted_on_postgres() {
+    create_list_delete("postgres").await;
+}
+
+#[tokio::test]
+async fn webhooks_are_created_listed_without_secrets_and_deleted_on_sqlite() {
+    create_list_delete("sqlite").await;
+}
+
+#[tokio::test]
+async fn bad_webhooks_are_refused_with_their_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (app, _db) = start("postgres", &dir, |_| {}).await;
+    let acme = dispatcher(&app, "acme");
+    let long = format!("https://example.com/{}", "a".repeat(2_100));
+    for (body, expected) in [
+        (json!({"url": "ftp://example.com/"}), "invalid_webhook"),
+        (json!({"url": "not a url"}), "invalid_webhook"),
+        (json!({"url": long}), "invalid_webhook"),
+        (
+            json!({"url": "https://u:p@example.com/"}),
+            "invalid_webhook",
+        ),
+        (
+            json!({"url": "https://example.com/", "kinds": ["sos", "fire"]}),
+            "invalid_webhook",
+        ),
+        (
+            json!({"url": "https://example.com/", "kinds": "sos"}),
+            "bad_json",
+        ),
+        (
+            json!({"url": "https://example.com/", "extra": 1}),
+            "bad_json",
+        ),
+        (json!({"kinds": []}), "bad_json"),
+    ] {
+        let (status, answer) =
+            call(&app, Method::POST, "/api/v1/webhooks", &acme, Some(&body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {answer}");
+        assert_eq!(code(&answer), expected, "{body} -> {answer}");
+    }
+    // A dispatcher names its own fleet only; an admin must name one.
+    let (status, answer) = call(
+        &app,
+        Method::POST,
+        "/api/v1/webhooks",
+        &acme,
+        Some(&json!({"url": "https://example.com/", "fleet": "beta"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    let (status, answer) = call(
+        &app,
+        Method::POST,
+        "/api/v1/webhooks",
+        &admin(&app),
+        Some(&json!({"url": "https://example.com/"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(code(&answer), "invalid_webhook");
+    // Drivers have no say; no token, no say.
+    let driver = app.token(Role::Driver, "d1", Some("acme"));
+    let (status, _) = call(&app, Method::GET, "/api/v1/webhooks", &driver, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let res = app
+        .http
+        .post(app.url("/api/v1/webhooks"))
+        .json(&json!({"url": "https://example.com/"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // At most 20 per fleet.
+    for n in 0..20 {
+        let body = json!({"url": format!("https://example.com/{n}")});
+        let (status, _) = call(&app, Method::POST, "/api/v1/webhooks", &acme, Some(&body)).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let body = json!({"url": "https://example.com/21"});
+    let (status, answer) = call(&app, Method::POST, "/api/v1/webhooks", &acme, Some(&body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(code(&answer), "too_many_webhooks");
+    // The dead letters are the admins'.
+    let (status, _) = call(
+        &app,
+        Method::GET,
+        "/api/v1/webhooks/dead-letters",
+        &acme,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, answer) = call(
+        &app,
+        Method::POST,
+        "/api/v1/webhooks/dead-letters/nope.nope/replay",
+        &admin(&app),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(code(&answer), "unknown_dead_letter");
+    let (status, answer) = call(
+        &app,
+        Method::GET,
+        "/api/v1/webhooks/dead-letters?limit=0",
+        &admin(&app),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+}
+
+// ---------------------------------------------------------------------------
+// Deliveries to a real receiver.
+
+/// One POST the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    delivery: String,
+    idempotency: String,
+    user_agent: String,
+    body: Value,
+    /// The signature checked with the secret, over the raw body.
+    signed: bool,
+    /// What the receiver answered.
+    status: u16,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    secret: Mutex<String>,
+    /// Answer 500 to this many more requests, then 200.
+    failures_left: Mutex<u32>,
+    received: Mutex<Vec<Received>>,
+}
+
+/// A real HTTP server on 127.0.0.1 that checks each delivery's signature.
+struct Receiver {
+    url: String,
+    state: Arc<ReceiverState>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    async fn start(failures: u32) -> Receiver {
+        let state = Arc::new(ReceiverState::default());
+        *state.failures_left.lock() = failures;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let data = web::Data::from(Arc::clone(&state));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/hook", web::post().to(receive))
+        })
+        .workers(1)
+        .listen(listener)
+        .expect("listen")
+        .disable_signals()
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Receiver {
+            url: format!("http://127.0.0.1:{port}/hook"),
+            state,
+            server: handle,
+        }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.state.received.lock().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        drop(self.server.stop(false));
+    }
+}
+
+fn header(req: &HttpRequest, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Checks `t=<secs>,v1=<hex>` against HMAC-SHA256(secret, "<t>.<body>"),
+/// written here from the documented scheme, not with the hub's code.
+fn verify(secret: &str, signature: &str, body: &[u8]) -> bool {
+    let mut t = None;
+    let mut v1 = None;
+    for part in signature.split(',') {
+        match part.split_once('=') {
+            Some(("t", value)) => t = Some(value),
+            Some(("v1", value)) => v1 = Some(value),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return false;
+    };
+    let fresh = t
+        .parse::<i64>()
+        .is_ok_and(|t| (now_ms() / 1000 - t).abs() < 300);
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(t.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    fresh && expected == v1
+}
+
+async fn receive(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<ReceiverState>,
+) -> HttpResponse {
+    let secret = state.secret.lock().clone();
+    let signed = header(&req, "content-type") == "application/json"
+        && verify(&secret, &header(&req, "fleethub-signature"), &body);
+    let status = {
+        let mut left = state.failures_left.lock();
+        if *left > 0 {
+            *left -= 1;
+            500
+        } else {
+            200
+        }
+    };
+    state.received.lock().push(Received {
+        delivery: header(&req, "fleethub-delivery"),
+        idempotency: header(&req, "idempotency-key"),
+        user_agent: header(&req, "user-agent"),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        signed,
+        status,
+    });
+    match status {
+        500 => HttpResponse::InternalServerError().body("receiver down"),
+        _ => HttpResponse::Ok().finish(),
+    }
+}
+
+/// Registers `receiver` as an `sos` webhook of acme; returns its id.
+async fn register(app: &TestApp, receiver: &Receiver) -> String {
+    let (status, created) = call(
+        app,
+        Method::POST,
+        "/api/v1/webhooks",
+        &dispatcher(app, "acme"),
+        Some(&json!({"url": receiver.url, "kinds": ["sos"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    *receiver.state.secret.lock() = created["secret"].as_str().expect("secret").to_owned();
+    created["id"].as_str().expect("id").to_owned()
+}
+
+/// An SOS of driver d1 of acme, stored with its outbox row the way the
+/// event producer stores them, and the worker nudged; the delivery's id.
+async fn raise_sos(app: &TestApp, db: &Db, webhook: &str) -> String {
+    let now = now_ms();
+    let event = Event::new(
+        EventKind::Sos,
+        &FleetId::parse("acme").unwrap(),
+        &DriverId::parse("d1").unwrap(),
+        EventFix {
+            ts: Timestamp::from_millis(now),
+            seq: Some(1),
+            lat: -12.05,
+            lon: -77.04,
+        },
+        None,
+        json!({}),
+    );
+    let id = format!("{}.{webhook}", event.id);
+    db.execute(format!(
+        "INSERT INTO events (id, fleet_id, driver_id, kind, ts, seq, lat, lon, geofence_id, details, created_at) \
+         VALUES ('{}', 'acme', 'd1', 'sos', {now}, 1, -12.05, -77.04, NULL, '{{}}', {now})",
+        event.id
+    ))
+    .await;
+    db.execute(format!(
+        "INSERT INTO webhook_deliveries (id, webhook_id, event_id, fleet_id, status, attempts, next_at, lease_until, created_at) \
+         VALUES ('{id}', '{webhook}', '{}', 'acme', 'pending', 0, {now}, 0, {now})",
+        event.id
+    ))
+    .await;
+    app.state.webhooks.nudge();
+    id
+}
+
+async fn retried_until_delivered(backend: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (app, db) = start(backend, &dir, fast_retries).await;
+    let receiver = Receiver::start(2).await;
+    let webhook = register(&app, &receiver).await;
+    let delivery = raise_sos(&app, &db, &webhook).await;
+
+    eventually("the delivery is delivered", || async {
+        db.status(&delivery).await.as_deref() == Some("delivered")
+    })
+    .await;
+    let got = receiver.received();
+    let statuses: Vec<u16> = got.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [500, 500, 200], "{got:?}");
+    for r in &got {
+        assert!(r.signed, "a bad signature: {r:?}");
+        assert_eq!(r.delivery, delivery);
+        assert_eq!(r.idempotency, delivery, "the same key on every attempt");
+        assert!(r.user_agent.starts_with("fleethub/"), "{r:?}");
+        assert_eq!(r.body["type"], "event");
+        assert_eq!(r.body["kind"], "sos");
+        assert_eq!(r.body["fleet"], "acme");
+        assert_eq!(r.body["driver"], "d1");
+        assert_eq!(delivery.split('.').next(), r.body["id"].as_str());
+    }
+    // Delivered: the row is no longer pending, so no sender takes it again.
+    assert_eq!(receiver.received().len(), 3);
+    let (_, dead) = call(
+        &app,
+        Method::GET,
+        "/api/v1/webhooks/dead-letters",
+        &admin(&app),
+        None,
+    )
+    .await;
+    assert_eq!(dead["dead_letters"], json!([]));
+}
+
+#[tokio::test]
+async fn a_failing_receiver_gets_the_event_again_until_it_takes_it_on_postgres() {
+    retried_until_delivered("postgres").await;
+}
+
+#[tokio::test]
+async fn a_failing_receiver_gets_the_event_again_until_it_takes_it_on_sqlite() {
+    retried_until_delivered("sqlite").await;
+}
+
+async fn dead_letter_replayed(backend: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (app, db) = start(backend, &dir, |s| {
+        fast_retries(s);
+        s.webhooks.max_attempts = 3;
+    })
+    .await;
+    let receiver = Receiver::start(u32::MAX).await;
+    let webhook = register(&app, &receiver).await;
+    let delivery = raise_sos(&app, &db, &webhook).await;
+
+    eventually("the delivery is a dead letter", || async {
+        db.status(&delivery).await.as_deref() == Some("dead")
+    })
+    .await;
+    assert_eq!(receiver.received().len(), 3, "max_attempts attempts");
+    let (status, dead) = call(
+        &app,
+        Method::GET,
+        "/api/v1/webhooks/dead-letters?limit=10",
+        &admin(&app),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let letters = dead["dead_letters"].as_array().expect("a list");
+    assert_eq!(letters.len(), 1, "{dead}");
+    let letter = &letters[0];
+    assert_eq!(letter["id"], delivery.as_str());
+    assert_eq!(letter["webhook"], webhook.as_str());
+    assert_eq!(letter["url"], receiver.url.as_str());
+    assert_eq!(letter["attempts"], 3);
+    assert_eq!(letter["event"]["kind"], "sos");
+    let error = letter["last_error"].as_str().unwrap_or("");
+    assert!(error.contains("500"), "{letter}");
+    assert!(letter["failed_at"].as_i64() >= letter["created_at"].as_i64());
+
+    // The receiver is fixed; the dead letter is replayed and arrives.
+    *receiver.state.failures_left.lock() = 0;
+    let path = format!("/api/v1/webhooks/dead-letters/{delivery}/replay");
+    let (status, answer) = call(&app, Method::POST, &path, &admin(&app), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    eventually("the replayed delivery arrives", || async {
+        receiver.received().iter().any(|r| r.status == 200)
+    })
+    .await;
+    eventually("the delivery is delivered", || async {
+        db.status(&delivery).await.as_deref() == Some("delivered")
+    })
+    .await;
+    let got = receiver.received();
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(got.iter().all(|r| r.signed && r.idempotency == delivery));
+    let (_, dead) = call(
+        &app,
+        Method::GET,
+        "/api/v1/webhooks/dead-letters",
+        &admin(&app),
+        None,
+    )
+    .await;
+    assert_eq!(dead["dead_letters"], json!([]));
+    // A delivered one is no dead letter to replay.
+    let (status, answer) = call(&app, Method::POST, &path, &admin(&app), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(code(&answer), "unknown_dead_letter");
+}
+
+#[tokio::test]
+async fn a_dead_letter_is_listed_and_replayed_on_postgres() {
+    dead_letter_replayed("postgres").await;
+}
+
+#[tokio::test]
+async fn a_dead_letter_is_listed_and_replayed_on_sqlite() {
+    dead_letter_replayed("sqlite").await;
+}
