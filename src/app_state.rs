@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::Alerts;
 use crate::auth::Authenticator;
 use crate::cluster::ClusterBus;
 use crate::config::Settings;
@@ -46,6 +47,8 @@ pub struct AppState {
     /// The fleets' webhooks and their delivery outbox; `nudge` it after a
     /// commit that queued deliveries.
     pub webhooks: Arc<Webhooks>,
+    /// Every fleet's alert rules, and the announcement of events.
+    pub alerts: Arc<Alerts>,
     /// The MQTT broker link (OwnTracks over MQTT), for `/readyz`.
     pub mqtt: MqttLink,
     pub metrics: PrometheusHandle,

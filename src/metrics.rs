@@ -45,6 +45,7 @@ pub const MQTT_LINK_UP: &str = "fleethub_mqtt_link_up";
 pub const GEOFENCES: &str = "fleethub_geofences";
 pub const WEBHOOK_DELIVERIES: &str = "fleethub_webhook_deliveries_total";
 pub const WEBHOOK_PENDING: &str = "fleethub_webhook_pending";
+pub const EVENTS: &str = "fleethub_events_total";
 
 /// Latency buckets from 50 µs to 10 s.
 const BUCKETS: &[f64] = &[
@@ -280,4 +281,9 @@ pub fn webhook_attempt(outcome: &'static str) {
 /// Webhook deliveries waiting to be sent (due or not), every node's.
 pub fn webhook_pending(count: u64) {
     gauge!(WEBHOOK_PENDING).set(count as f64);
+}
+
+/// An event stored by this node, by kind.
+pub fn event_raised(kind: &'static str) {
+    counter!(EVENTS, "kind" => kind).increment(1);
 }

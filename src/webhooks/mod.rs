@@ -33,15 +33,14 @@ use crate::trails::TrailStore;
 /// The handle the rest of the hub holds: the store and the worker's bell.
 pub struct Webhooks {
     store: Arc<dyn TrailStore>,
-    wake: Notify,
+    wake: Arc<Notify>,
 }
 
 impl Webhooks {
-    pub fn new(store: Arc<dyn TrailStore>) -> Self {
-        Self {
-            store,
-            wake: Notify::new(),
-        }
+    /// `wake` is the bell the event producer rings after a commit that
+    /// stored events ([`Alerts::outbox_ready`](crate::alerts::Alerts::outbox_ready)).
+    pub fn new(store: Arc<dyn TrailStore>, wake: Arc<Notify>) -> Self {
+        Self { store, wake }
     }
 
     pub fn store(&self) -> &dyn WebhookStore {
