@@ -1,8 +1,8 @@
 //! Webhooks end to end: the REST endpoints with real requests, on
-//! PostgreSQL and on SQLite, and deliveries to a real HTTP receiver the test
-//! starts on 127.0.0.1, which checks every signature with the webhook's
-//! secret: retries until it answers 2xx, a dead letter when it never does,
-//! and the dead letter replayed once it does.
+//! PostgreSQL and on SQLite, and deliveries of a driver's real SOS to a real
+//! HTTP receiver the test starts on 127.0.0.1, which checks every signature
+//! with the webhook's secret: retries until it answers 2xx, a dead letter
+//! when it never does, and the dead letter replayed once it does.
 
 use std::sync::Arc;
 
@@ -31,24 +31,6 @@ impl Db {
         if let Db::Sqlite(path) = self {
             settings.database.url = SecretString::from(String::new());
             settings.database.sqlite_path = path.to_string_lossy().into_owned();
-        }
-    }
-
-    /// Runs one statement the test wrote itself (its values are the test's).
-    async fn execute(&self, sql: String) {
-        use sqlx::{Connection, Executor};
-        match self {
-            Db::Postgres(url) => {
-                let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-                conn.execute(sqlx::AssertSqlSafe(sql)).await.expect("sql");
-            }
-            Db::Sqlite(path) => {
-                let url = format!("sqlite://{}", path.display());
-                let mut conn = sqlx::SqliteConnection::connect(&url)
-                    .await
-                    .expect("connect");
-                conn.execute(sqlx::AssertSqlSafe(sql)).await.expect("sql");
-            }
         }
     }
 
@@ -493,10 +475,17 @@ async fn register(app: &TestApp, receiver: &Receiver) -> String {
     created["id"].as_str().expect("id").to_owned()
 }
 
-/// An SOS of driver d1 of acme, stored with its outbox row the way the
-/// event producer stores them, and the worker nudged; the delivery's id.
-async fn raise_sos(app: &TestApp, db: &Db, webhook: &str) -> String {
+/// Driver d1 of acme sends an SOS frame, acked once stored with its event
+/// and the event's outbox rows; the id of the delivery to `webhook`, from
+/// the event's id (derived from its cause, as the hub derives it).
+async fn raise_sos(app: &TestApp, webhook: &str) -> String {
+    let mut driver = app.driver("d1", "acme").await;
     let now = now_ms();
+    driver
+        .client
+        .send(&json!({"type": "sos", "seq": 1, "ts": now, "lat": -12.05, "lon": -77.04}))
+        .await;
+    driver.ack_covering(1).await;
     let event = Event::new(
         EventKind::Sos,
         &FleetId::parse("acme").unwrap(),
@@ -510,21 +499,7 @@ async fn raise_sos(app: &TestApp, db: &Db, webhook: &str) -> String {
         None,
         json!({}),
     );
-    let id = format!("{}.{webhook}", event.id);
-    db.execute(format!(
-        "INSERT INTO events (id, fleet_id, driver_id, kind, ts, seq, lat, lon, geofence_id, details, created_at) \
-         VALUES ('{}', 'acme', 'd1', 'sos', {now}, 1, -12.05, -77.04, NULL, '{{}}', {now})",
-        event.id
-    ))
-    .await;
-    db.execute(format!(
-        "INSERT INTO webhook_deliveries (id, webhook_id, event_id, fleet_id, status, attempts, next_at, lease_until, created_at) \
-         VALUES ('{id}', '{webhook}', '{}', 'acme', 'pending', 0, {now}, 0, {now})",
-        event.id
-    ))
-    .await;
-    app.state.webhooks.nudge();
-    id
+    format!("{}.{webhook}", event.id)
 }
 
 async fn retried_until_delivered(backend: &str) {
@@ -532,7 +507,7 @@ async fn retried_until_delivered(backend: &str) {
     let (app, db) = start(backend, &dir, fast_retries).await;
     let receiver = Receiver::start(2).await;
     let webhook = register(&app, &receiver).await;
-    let delivery = raise_sos(&app, &db, &webhook).await;
+    let delivery = raise_sos(&app, &webhook).await;
 
     eventually("the delivery is delivered", || async {
         db.status(&delivery).await.as_deref() == Some("delivered")
@@ -550,6 +525,8 @@ async fn retried_until_delivered(backend: &str) {
         assert_eq!(r.body["kind"], "sos");
         assert_eq!(r.body["fleet"], "acme");
         assert_eq!(r.body["driver"], "d1");
+        assert_eq!(r.body["seq"], 1);
+        assert_eq!(r.body["lat"], -12.05);
         assert_eq!(delivery.split('.').next(), r.body["id"].as_str());
     }
     // Delivered: the row is no longer pending, so no sender takes it again.
@@ -584,7 +561,7 @@ async fn dead_letter_replayed(backend: &str) {
     .await;
     let receiver = Receiver::start(u32::MAX).await;
     let webhook = register(&app, &receiver).await;
-    let delivery = raise_sos(&app, &db, &webhook).await;
+    let delivery = raise_sos(&app, &webhook).await;
 
     eventually("the delivery is a dead letter", || async {
         db.status(&delivery).await.as_deref() == Some("dead")
