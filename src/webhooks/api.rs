@@ -32,6 +32,8 @@ pub const MAX_BODY: usize = 8192;
 /// Dead letters one list answers with by default, and at most.
 pub const DEFAULT_DEAD_LETTERS: usize = 100;
 pub const MAX_DEAD_LETTERS: usize = 1_000;
+/// Longest delivery id looked up.
+const MAX_DELIVERY_ID: usize = 200;
 /// How many times a create draws a new random id when the one drawn is taken.
 const ID_ATTEMPTS: usize = 3;
 
@@ -66,6 +68,10 @@ fn store_error(e: StoreError) -> ApiError {
 
 fn invalid(e: WebhookError) -> ApiError {
     ApiError::new(ErrorCode::InvalidWebhook, e.0)
+}
+
+fn no_such_dead_letter() -> ApiError {
+    ApiError::new(ErrorCode::UnknownDeadLetter, "no dead letter has this id")
 }
 
 fn no_such_webhook() -> ApiError {
@@ -230,6 +236,11 @@ pub async fn replay(
 ) -> Result<HttpResponse, ApiError> {
     let identity = state.auth.authorize(&req, ADMINS)?;
     let id = path.into_inner();
+    // A delivery id is an event id and a webhook id (49 characters): a
+    // longer one is no dead letter, and not worth a query.
+    if id.len() > MAX_DELIVERY_ID {
+        return Err(no_such_dead_letter());
+    }
     let replayed = state
         .webhooks
         .store()
@@ -237,10 +248,7 @@ pub async fn replay(
         .await
         .map_err(store_error)?;
     if !replayed {
-        return Err(ApiError::new(
-            ErrorCode::UnknownDeadLetter,
-            "no dead letter has this id",
-        ));
+        return Err(no_such_dead_letter());
     }
     state.webhooks.nudge();
     tracing::info!(delivery = %id, by = %identity.sub, "dead letter replayed");

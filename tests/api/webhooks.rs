@@ -507,6 +507,20 @@ async fn retried_until_delivered(backend: &str) {
     let (app, db) = start(backend, &dir, fast_retries).await;
     let receiver = Receiver::start(2).await;
     let webhook = register(&app, &receiver).await;
+    // Webhooks that do not want this event: another kind, another fleet.
+    let mut others = Vec::new();
+    for (fleet, kinds) in [("acme", json!(["geofence_enter"])), ("beta", json!([]))] {
+        let (status, other) = call(
+            &app,
+            Method::POST,
+            "/api/v1/webhooks",
+            &dispatcher(&app, fleet),
+            Some(&json!({"url": receiver.url, "kinds": kinds})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        others.push(other["id"].as_str().expect("id").to_owned());
+    }
     let delivery = raise_sos(&app, &webhook).await;
 
     eventually("the delivery is delivered", || async {
@@ -531,6 +545,10 @@ async fn retried_until_delivered(backend: &str) {
     }
     // Delivered: the row is no longer pending, so no sender takes it again.
     assert_eq!(receiver.received().len(), 3);
+    let event = delivery.split('.').next().unwrap_or("");
+    for other in others {
+        assert_eq!(db.status(&format!("{event}.{other}")).await, None);
+    }
     let (_, dead) = call(
         &app,
         Method::GET,
