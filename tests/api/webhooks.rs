@@ -647,3 +647,65 @@ async fn a_dead_letter_is_listed_and_replayed_on_postgres() {
 async fn a_dead_letter_is_listed_and_replayed_on_sqlite() {
     dead_letter_replayed("sqlite").await;
 }
+
+/// Two hubs on one PostgreSQL database, both sending: every delivery is
+/// claimed by one of them and arrives once.
+#[tokio::test]
+async fn two_hubs_on_one_database_send_each_delivery_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Hub a sends one at a time, so that hub b takes its share.
+    let (a, db) = start("postgres", &dir, |s| {
+        fast_retries(s);
+        s.webhooks.concurrency = 1;
+    })
+    .await;
+    let Db::Postgres(url) = &db else {
+        unreachable!("a PostgreSQL hub")
+    };
+    let url = url.clone();
+    let b = spawn_app_in(TestDb::create().await, |s| {
+        fast_retries(s);
+        s.database.url = SecretString::from(url);
+    })
+    .await;
+    let receiver = Receiver::start(0).await;
+    let webhook = register(&a, &receiver).await;
+    let mut deliveries = Vec::new();
+    for n in 0..20 {
+        let mut driver = a.driver(&format!("d{n}"), "acme").await;
+        let now = now_ms();
+        driver
+            .client
+            .send(&json!({"type": "sos", "seq": 1, "ts": now, "lat": 1.0, "lon": 2.0}))
+            .await;
+        driver.ack_covering(1).await;
+        let event = Event::new(
+            EventKind::Sos,
+            &FleetId::parse("acme").unwrap(),
+            &DriverId::parse(&format!("d{n}")).unwrap(),
+            EventFix {
+                ts: Timestamp::from_millis(now),
+                seq: Some(1),
+                lat: 1.0,
+                lon: 2.0,
+            },
+            None,
+            json!({}),
+        );
+        deliveries.push(format!("{}.{webhook}", event.id));
+    }
+    for delivery in &deliveries {
+        eventually("every delivery is delivered", || async {
+            db.status(delivery).await.as_deref() == Some("delivered")
+        })
+        .await;
+    }
+    let got = receiver.received();
+    let mut ids: Vec<&str> = got.iter().map(|r| r.delivery.as_str()).collect();
+    ids.sort_unstable();
+    let mut expected: Vec<&str> = deliveries.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "each delivery exactly once");
+    assert!(got.iter().all(|r| r.signed));
+    drop(b);
+}
