@@ -343,6 +343,8 @@ struct ReceiverState {
     secret: Mutex<String>,
     /// Answer 500 to this many more requests, then 200.
     failures_left: Mutex<u32>,
+    /// Never answer at all.
+    hang: std::sync::atomic::AtomicBool,
     received: Mutex<Vec<Received>>,
 }
 
@@ -434,6 +436,17 @@ async fn receive(
     body: web::Bytes,
     state: web::Data<ReceiverState>,
 ) -> HttpResponse {
+    if state.hang.load(std::sync::atomic::Ordering::SeqCst) {
+        state.received.lock().push(Received {
+            delivery: header(&req, "fleethub-delivery"),
+            idempotency: header(&req, "idempotency-key"),
+            user_agent: header(&req, "user-agent"),
+            body: Value::Null,
+            signed: false,
+            status: 0,
+        });
+        std::future::pending::<()>().await;
+    }
     let secret = state.secret.lock().clone();
     let signed = header(&req, "content-type") == "application/json"
         && verify(&secret, &header(&req, "fleethub-signature"), &body);
@@ -708,4 +721,61 @@ async fn two_hubs_on_one_database_send_each_delivery_once() {
     assert_eq!(ids, expected, "each delivery exactly once");
     assert!(got.iter().all(|r| r.signed));
     drop(b);
+}
+
+/// A receiver that never answers costs one timeout per attempt, then the
+/// delivery is a dead letter that says so.
+#[tokio::test]
+async fn a_receiver_that_never_answers_times_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (app, db) = start("postgres", &dir, |s| {
+        fast_retries(s);
+        s.webhooks.timeout_ms = 300;
+        s.webhooks.max_attempts = 2;
+    })
+    .await;
+    let receiver = Receiver::start(0).await;
+    receiver
+        .state
+        .hang
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let webhook = register(&app, &receiver).await;
+    let delivery = raise_sos(&app, &webhook).await;
+    eventually("the delivery is a dead letter", || async {
+        db.status(&delivery).await.as_deref() == Some("dead")
+    })
+    .await;
+    assert_eq!(receiver.received().len(), 2);
+    let (_, dead) = call(
+        &app,
+        Method::GET,
+        "/api/v1/webhooks/dead-letters",
+        &admin(&app),
+        None,
+    )
+    .await;
+    assert_eq!(dead["dead_letters"][0]["last_error"], "timed out", "{dead}");
+}
+
+/// Deleting a webhook deletes its deliveries: a pending one is never sent.
+#[tokio::test]
+async fn a_deleted_webhook_takes_its_pending_deliveries_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (app, db) = start("sqlite", &dir, |s| {
+        // One failed attempt, then a retry far beyond the test.
+        s.webhooks.first_retry_ms = 3_600_000;
+        s.webhooks.poll_ms = 20;
+    })
+    .await;
+    let receiver = Receiver::start(u32::MAX).await;
+    let webhook = register(&app, &receiver).await;
+    let delivery = raise_sos(&app, &webhook).await;
+    eventually("the first attempt failed", || async {
+        db.status(&delivery).await.as_deref() == Some("pending") && !receiver.received().is_empty()
+    })
+    .await;
+    let path = format!("/api/v1/webhooks/{webhook}");
+    let (status, _) = call(&app, Method::DELETE, &path, &dispatcher(&app, "acme"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(db.status(&delivery).await, None);
 }
