@@ -18,6 +18,7 @@
 //! and updates them.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -57,6 +58,9 @@ struct Sender {
     webhooks: Arc<Webhooks>,
     settings: WebhookSettings,
     client: reqwest::Client,
+    /// The last claim failed: a database outage is logged once, not at
+    /// every poll.
+    claims_failing: AtomicBool,
 }
 
 /// The worker, built at start-up (so that a client that cannot be built
@@ -114,6 +118,7 @@ impl Worker {
                 webhooks,
                 settings,
                 client,
+                claims_failing: AtomicBool::new(false),
             }),
             retention_days,
         })
@@ -196,9 +201,18 @@ impl Sender {
                 .saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
         );
         match self.store().claim(now, lease_until, room).await {
-            Ok(claimed) => claimed,
+            Ok(claimed) => {
+                if self.claims_failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("claiming webhook deliveries works again");
+                }
+                claimed
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "claiming webhook deliveries failed; retrying");
+                if self.claims_failing.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(error = %e, "claiming webhook deliveries still fails");
+                } else {
+                    tracing::warn!(error = %e, "claiming webhook deliveries failed; retrying every poll");
+                }
                 Vec::new()
             }
         }

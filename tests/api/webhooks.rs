@@ -558,6 +558,19 @@ async fn retried_until_delivered(backend: &str) {
     }
     // Delivered: the row is no longer pending, so no sender takes it again.
     assert_eq!(receiver.received().len(), 3);
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for outcome in ["delivered", "retry"] {
+        let line = format!("fleethub_webhook_deliveries_total{{outcome=\"{outcome}\"}}");
+        assert!(metrics.contains(&line), "no {line}");
+    }
     let event = delivery.split('.').next().unwrap_or("");
     for other in others {
         assert_eq!(db.status(&format!("{event}.{other}")).await, None);
