@@ -11,9 +11,10 @@
 //!
 //! The outbox is written by whoever stores an event, in the same
 //! transaction (one row per matching webhook), so an event is never lost
-//! between the database and the receivers. [`Webhooks::nudge`] tells this
-//! node's worker that new rows are due; the worker also polls, so rows
-//! written by another node, or a nudge lost to a crash, are sent anyway.
+//! between the database and the receivers. The producer rings this node's
+//! worker after such a commit (the bell [`Webhooks::nudge`] rings too); the
+//! worker also polls, so rows written by another node, or a ring lost to a
+//! crash, are sent anyway.
 
 pub mod api;
 pub mod delivery;
