@@ -19,6 +19,7 @@ use crate::ingest::Pipeline;
 use crate::ingest::mqtt::MqttLink;
 use crate::live::{DriverRegistry, LiveDrivers, Subscriptions};
 use crate::trails::{TrailStore, TrailWriter};
+use crate::webhooks::Webhooks;
 
 pub struct AppState {
     pub settings: Arc<Settings>,
@@ -43,6 +44,9 @@ pub struct AppState {
     pub devices: Arc<DeviceRegistry>,
     /// Every fleet's geofences: in the trail database, and in memory.
     pub geofences: Arc<Geofences>,
+    /// The fleets' webhooks and their delivery outbox; `nudge` it after a
+    /// commit that queued deliveries.
+    pub webhooks: Arc<Webhooks>,
     /// Every fleet's alert rules, and the announcement of events.
     pub alerts: Arc<Alerts>,
     /// The MQTT broker link (OwnTracks over MQTT), for `/readyz`.

@@ -36,6 +36,7 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub filters: FilterSettings,
     pub mqtt: MqttSettings,
+    pub webhooks: WebhookSettings,
 }
 
 /// OwnTracks over MQTT (docs/PROTOCOL.md, "OwnTracks over MQTT").
@@ -91,6 +92,60 @@ impl MqttSettings {
         }
         if self.keep_alive_secs == 0 {
             return Err(invalid("mqtt.keep_alive_secs", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// Webhook deliveries (docs/PROTOCOL.md, "Webhooks").
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookSettings {
+    /// POSTs in flight at once on this node.
+    pub concurrency: usize,
+    /// One POST's whole time: connect, send, answer.
+    pub timeout_ms: u64,
+    /// The first retry's longest wait; each further retry's doubles.
+    pub first_retry_ms: u64,
+    /// The longest wait between two attempts.
+    pub max_retry_ms: u64,
+    /// Attempts before a delivery becomes a dead letter.
+    pub max_attempts: u32,
+    /// How often the worker looks for due deliveries when not nudged.
+    pub poll_ms: u64,
+}
+
+impl WebhookSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if !(1..=256).contains(&self.concurrency) {
+            return Err(invalid("webhooks.concurrency", "must be between 1 and 256"));
+        }
+        if !(100..=300_000).contains(&self.timeout_ms) {
+            return Err(invalid(
+                "webhooks.timeout_ms",
+                "must be between 100 and 300000",
+            ));
+        }
+        if self.first_retry_ms == 0 || self.max_retry_ms < self.first_retry_ms {
+            return Err(invalid(
+                "webhooks.first_retry_ms",
+                "must be positive and at most webhooks.max_retry_ms",
+            ));
+        }
+        // A week: a longer wait would outlive the retention of what it sends.
+        if self.max_retry_ms > 604_800_000 {
+            return Err(invalid(
+                "webhooks.max_retry_ms",
+                "must be at most 604800000 (7 days)",
+            ));
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err(invalid(
+                "webhooks.max_attempts",
+                "must be between 1 and 100",
+            ));
+        }
+        if !(10..=60_000).contains(&self.poll_ms) {
+            return Err(invalid("webhooks.poll_ms", "must be between 10 and 60000"));
         }
         Ok(())
     }
@@ -485,6 +540,7 @@ impl Settings {
         self.ingest.osmand_listen()?;
         self.filters.validate()?;
         self.mqtt.validate()?;
+        self.webhooks.validate()?;
         let positive = [
             ("driver.offline_after_secs", self.driver.offline_after_secs),
             ("driver.rate_per_sec", self.driver.rate_per_sec.into()),
@@ -611,6 +667,46 @@ mod tests {
         assert!(s.dev_mode());
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.fanout.interval_ms, 100);
+    }
+
+    #[test]
+    fn webhook_settings_have_defaults_overrides_and_bounds() {
+        let s = load(&[]).unwrap();
+        let w = &s.webhooks;
+        assert_eq!(
+            (
+                w.concurrency,
+                w.timeout_ms,
+                w.first_retry_ms,
+                w.max_retry_ms
+            ),
+            (8, 10_000, 1_000, 3_600_000)
+        );
+        assert_eq!((w.max_attempts, w.poll_ms), (12, 1_000));
+        let s = load(&[("FLEETHUB_WEBHOOKS__MAX_ATTEMPTS", "3")]).unwrap();
+        assert_eq!(s.webhooks.max_attempts, 3);
+        for (var, value, key) in [
+            (
+                "FLEETHUB_WEBHOOKS__CONCURRENCY",
+                "0",
+                "webhooks.concurrency",
+            ),
+            ("FLEETHUB_WEBHOOKS__TIMEOUT_MS", "5", "webhooks.timeout_ms"),
+            (
+                "FLEETHUB_WEBHOOKS__FIRST_RETRY_MS",
+                "7200000",
+                "webhooks.first_retry_ms",
+            ),
+            (
+                "FLEETHUB_WEBHOOKS__MAX_ATTEMPTS",
+                "0",
+                "webhooks.max_attempts",
+            ),
+            ("FLEETHUB_WEBHOOKS__POLL_MS", "0", "webhooks.poll_ms"),
+        ] {
+            let err = load(&[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(key), "{var}={value}: {err}");
+        }
     }
 
     #[test]

@@ -29,4 +29,5 @@ pub mod protocol;
 pub mod startup;
 pub mod telemetry;
 pub mod trails;
+pub mod webhooks;
 pub mod ws;

@@ -43,6 +43,8 @@ pub const DEVICE_REFUSALS: &str = "fleethub_device_refusals_total";
 pub const MQTT_MESSAGES: &str = "fleethub_mqtt_messages_total";
 pub const MQTT_LINK_UP: &str = "fleethub_mqtt_link_up";
 pub const GEOFENCES: &str = "fleethub_geofences";
+pub const WEBHOOK_DELIVERIES: &str = "fleethub_webhook_deliveries_total";
+pub const WEBHOOK_PENDING: &str = "fleethub_webhook_pending";
 pub const EVENTS: &str = "fleethub_events_total";
 
 /// Latency buckets from 50 µs to 10 s.
@@ -269,6 +271,16 @@ pub fn mqtt_link_up(up: bool) {
 /// The fences this node holds in memory, every fleet's.
 pub fn geofences(count: usize) {
     gauge!(GEOFENCES).set(count as f64);
+}
+
+/// One webhook delivery attempt, by `outcome`: delivered, retry or dead.
+pub fn webhook_attempt(outcome: &'static str) {
+    counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
+}
+
+/// Webhook deliveries waiting to be sent (due or not), every node's.
+pub fn webhook_pending(count: u64) {
+    gauge!(WEBHOOK_PENDING).set(count as f64);
 }
 
 /// An event stored by this node, by kind.

@@ -111,7 +111,7 @@ async fn stuck_dashboards(hub: &ChildHub, bbox: [f64; 4]) -> Vec<Client> {
 
 async fn get(hub: &ChildHub, path: &str) -> reqwest::Response {
     let admin = hub.token(Role::Admin, "ops", None);
-    reqwest::Client::new()
+    http_client()
         .get(hub.url(path))
         .bearer_auth(admin)
         .send()

@@ -545,6 +545,21 @@ impl TrailStore for Counting {
     fn geofences(&self) -> &dyn fleethub::geofences::GeofenceStore {
         self.inner.geofences()
     }
+    fn webhooks(&self) -> &dyn fleethub::webhooks::WebhookStore {
+        self.inner.webhooks()
+    }
+    fn alerts(&self) -> &dyn fleethub::alerts::AlertStore {
+        self.inner.alerts()
+    }
+    async fn append_evaluated(
+        &self,
+        points: &[TrailPoint],
+        evaluator: &dyn fleethub::alerts::Evaluator,
+        turn: &mut fleethub::trails::Turn,
+    ) -> Result<Vec<fleethub::alerts::Event>, StoreError> {
+        self.appends.fetch_add(1, Ordering::SeqCst);
+        self.inner.append_evaluated(points, evaluator, turn).await
+    }
     async fn apply_retention(&self, days: u32) -> Result<u64, StoreError> {
         self.inner.apply_retention(days).await
     }

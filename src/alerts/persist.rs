@@ -155,13 +155,15 @@ mod tests {
     fn a_state_row_round_trips_and_a_fresh_one_has_no_last_fix() {
         let fresh = StateRow::fresh().decode().expect("fresh");
         assert_eq!(fresh, DriverState::default());
-        let mut state = DriverState::default();
-        state.last = Some(LastFix {
-            ts: 1_700_000_000_000,
-            seq: 42,
-            lat: -12.0,
-            lon: -77.0,
-        });
+        let mut state = DriverState {
+            last: Some(LastFix {
+                ts: 1_700_000_000_000,
+                seq: 42,
+                lat: -12.0,
+                lon: -77.0,
+            }),
+            ..DriverState::default()
+        };
         state.body.battery_low = true;
         let row = StateRow::encode(&state).expect("encode");
         assert_eq!(row.decode().expect("decode"), state);

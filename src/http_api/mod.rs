@@ -24,6 +24,7 @@ use crate::devices;
 use crate::geofences;
 use crate::ingest::{driver_session, http_upload, osmand, owntracks};
 use crate::trails::history;
+use crate::webhooks;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(get("/ws/driver", driver_session::connect))
@@ -67,6 +68,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::put().to(alerts::api::put_rules)),
         )
         .service(web::resource("/api/v1/events").route(web::get().to(alerts::api::list_events)))
+        .configure(webhook_routes)
         .configure(osmand_routes)
         .service(web::resource("/ingest/owntracks").route(web::post().to(owntracks::ingest)))
         // Before the dashboard's files, whose fallback takes every other path.
@@ -83,6 +85,25 @@ pub fn osmand_routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(osmand::ingest))
             .route(web::post().to(osmand::ingest)),
     );
+}
+
+/// The webhooks and their dead letters; `dead-letters` before `{id}`, which
+/// would take it.
+fn webhook_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/api/v1/webhooks")
+            .route(web::get().to(webhooks::api::list))
+            .route(web::post().to(webhooks::api::create)),
+    )
+    .service(get(
+        "/api/v1/webhooks/dead-letters",
+        webhooks::api::dead_letters,
+    ))
+    .service(
+        web::resource("/api/v1/webhooks/dead-letters/{id}/replay")
+            .route(web::post().to(webhooks::api::replay)),
+    )
+    .service(web::resource("/api/v1/webhooks/{id}").route(web::delete().to(webhooks::api::delete)));
 }
 
 /// Every other path of the OsmAnd listener.

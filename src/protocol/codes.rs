@@ -66,6 +66,10 @@ error_codes! {
     UnknownGeofence => "unknown_geofence", 404;
     InvalidAlertRules => "invalid_alert_rules", 400;
     TooManyGeofences => "too_many_geofences", 400;
+    InvalidWebhook => "invalid_webhook", 400;
+    UnknownWebhook => "unknown_webhook", 404;
+    TooManyWebhooks => "too_many_webhooks", 400;
+    UnknownDeadLetter => "unknown_dead_letter", 404;
 }
 
 impl ErrorCode {

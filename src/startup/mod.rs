@@ -32,6 +32,7 @@ use crate::metrics;
 use crate::protocol::Close;
 use crate::trails::TrailWriter;
 use crate::trails::{retention, store, writer};
+use crate::webhooks::{Webhooks, delivery};
 use tasks::Tasks;
 
 /// How long the stop waits for the trail flush: the writer's own longest
@@ -117,6 +118,12 @@ impl Application {
         );
         let admission = Arc::new(Admission::new(&settings.ws).context("`ws.allowed_origins`")?);
         let mqtt_link = MqttLink::new(settings.mqtt.enabled());
+        let webhooks = Arc::new(Webhooks::new(Arc::clone(&store), alerts.outbox_ready()));
+        let webhook_worker = delivery::Worker::new(
+            Arc::clone(&webhooks),
+            settings.webhooks.clone(),
+            settings.trails.retention_days,
+        )?;
         let state = web::Data::new(AppState {
             node_id,
             settings: Arc::new(settings),
@@ -130,6 +137,7 @@ impl Application {
             writer,
             devices: Arc::new(DeviceRegistry::new(Arc::clone(&store))),
             geofences,
+            webhooks,
             alerts,
             mqtt: mqtt_link,
             store,
@@ -163,6 +171,7 @@ impl Application {
                 s.shutdown.clone(),
             ),
         );
+        tasks.spawn("webhook deliveries", webhook_worker.run(s.shutdown.clone()));
         tasks.spawn(
             "rate limit pruning",
             rate_limit::run_pruning(limiter, s.shutdown.clone()),

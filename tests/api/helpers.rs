@@ -132,7 +132,7 @@ pub async fn spawn_app_in(db: TestDb, configure: impl FnOnce(&mut Settings)) -> 
         port,
         osmand_port,
         state,
-        http: reqwest::Client::new(),
+        http: http_client(),
         auth: Authenticator::new(SECRET.as_bytes()),
         run,
         _db: db,
@@ -215,6 +215,13 @@ impl TestApp {
         );
         self._db
     }
+}
+
+/// A plain HTTP client. reqwest has rustls without a provider of its own
+/// (the hub's webhooks choose ring), so the process's default is named first.
+pub fn http_client() -> reqwest::Client {
+    fleethub::webhooks::delivery::install_crypto_provider();
+    reqwest::Client::new()
 }
 
 /// Polls `check` until it holds, failing the test at the deadline.
@@ -455,7 +462,7 @@ impl ChildHub {
             auth: Authenticator::new(SECRET.as_bytes()),
             _db: db,
         };
-        let http = reqwest::Client::new();
+        let http = http_client();
         let healthz = hub.url("/healthz");
         let start = tokio::time::Instant::now();
         loop {

@@ -193,7 +193,7 @@ impl HubProcess {
             .kill_on_drop(true)
             .spawn()
             .expect("the fleethub binary starts");
-        let http = reqwest::Client::new();
+        let http = http_client();
         let healthz = format!("http://127.0.0.1:{port}/healthz");
         eventually("the hub process to answer /healthz", || {
             let req = http.get(&healthz).send();
@@ -251,7 +251,7 @@ async fn a_gzip_bomb_is_refused_without_a_token_unread_and_with_one_inflated_onl
     assert!(bomb.len() < 256 << 10, "the bomb is {} bytes", bomb.len());
     let db = TestDb::create().await;
     let hub = HubProcess::start(&db).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let token = Authenticator::new(SECRET.as_bytes())
         .issue("d1", Role::Driver, Some("acme"), Duration::from_secs(600))
         .unwrap();

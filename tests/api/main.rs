@@ -20,3 +20,4 @@ mod roundtrip;
 mod simulated_fleet;
 mod slow_dashboard;
 mod trails;
+mod webhooks;

@@ -90,7 +90,7 @@ impl HubProcess {
             child: cmd.spawn().expect("the fleethub binary starts"),
             port,
         };
-        let http = reqwest::Client::new();
+        let http = http_client();
         let healthz = format!("http://127.0.0.1:{port}/healthz");
         support::eventually(
             Duration::from_secs(30),
@@ -146,7 +146,7 @@ async fn acked_positions_survive_kill_9(backend: Backend<'_>) {
         hub.port
     );
     let (status, trail) = get_json(
-        &reqwest::Client::new(),
+        &http_client(),
         &url,
         &token(Role::Dispatcher, "disp", Some("acme")),
     )

@@ -476,7 +476,11 @@ impl Node {
             log: log_dir.join(format!("node-{id}.log")),
             process: Process::new(format!("node {id}")),
             starts: 0,
-            http: reqwest::Client::new(),
+            http: {
+                // The test process runs no hub, which would install it.
+                fleethub::webhooks::delivery::install_crypto_provider();
+                reqwest::Client::new()
+            },
         };
         node.spawn().await;
         node

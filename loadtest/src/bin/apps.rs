@@ -571,6 +571,10 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let _ = net::raise_nofile_limit();
     let args = Arc::new(Args::parse());
+    // Built in one workspace with the hub, reqwest has rustls without a
+    // provider of its own (see the hub's src/webhooks/delivery.rs): ring,
+    // the one the hub uses, is the process's.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.devices)
         .build()?;

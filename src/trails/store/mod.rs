@@ -35,6 +35,7 @@ use crate::config::Settings;
 use crate::devices::DeviceStore;
 use crate::domain::{DriverId, DriverKey, FleetId, Seq, Timestamp, TrailPoint};
 use crate::geofences::GeofenceStore;
+use crate::webhooks::WebhookStore;
 
 pub use postgres::PgTrailStore;
 pub use reads::TrailReads;
@@ -95,6 +96,10 @@ pub trait TrailStore: Send + Sync + 'static {
 
     /// The geofences kept in the same database (the same SQL on every backend).
     fn geofences(&self) -> &dyn GeofenceStore;
+
+    /// The webhooks and their delivery outbox, kept in the same database
+    /// (the same SQL on every backend).
+    fn webhooks(&self) -> &dyn WebhookStore;
 
     /// Rules, events and alert states kept in the same database (the same
     /// SQL on every backend).

@@ -17,6 +17,7 @@ use crate::alerts::{AlertStore, Evaluator, Event, SqlAlerts};
 use crate::devices::{DeviceStore, SqlDevices};
 use crate::domain::{Seq, Timestamp, TrailPoint};
 use crate::geofences::{GeofenceStore, SqlGeofences};
+use crate::webhooks::{SqlWebhooks, WebhookStore};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -85,6 +86,7 @@ pub struct PgTrailStore {
     reads: SqlReads<Postgres>,
     devices: SqlDevices<Postgres>,
     geofences: SqlGeofences<Postgres>,
+    webhooks: SqlWebhooks<Postgres>,
     alerts: SqlAlerts<Postgres>,
     /// Connections kept by the writer's commits from one commit to the next:
     /// going through the pool each time would add two round trips per commit
@@ -111,6 +113,7 @@ impl PgTrailStore {
             reads: SqlReads::new(pool.clone()),
             devices: SqlDevices::new(pool.clone()),
             geofences: SqlGeofences::new(pool.clone()),
+            webhooks: SqlWebhooks::new(pool.clone()),
             alerts: SqlAlerts::new(pool.clone()),
             pool,
             committers: Mutex::new(Vec::with_capacity(CONCURRENT_APPENDS)),
@@ -413,6 +416,10 @@ impl TrailStore for PgTrailStore {
 
     fn geofences(&self) -> &dyn GeofenceStore {
         &self.geofences
+    }
+
+    fn webhooks(&self) -> &dyn WebhookStore {
+        &self.webhooks
     }
 
     fn alerts(&self) -> &dyn AlertStore {

@@ -25,6 +25,7 @@ use crate::alerts::{AlertStore, Evaluator, Event, SqlAlerts};
 use crate::devices::{DeviceStore, SqlDevices};
 use crate::domain::{Timestamp, TrailPoint};
 use crate::geofences::{GeofenceStore, SqlGeofences};
+use crate::webhooks::{SqlWebhooks, WebhookStore};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -89,6 +90,7 @@ pub struct SqliteTrailStore {
     reads: SqlReads<Sqlite>,
     devices: SqlDevices<Sqlite>,
     geofences: SqlGeofences<Sqlite>,
+    webhooks: SqlWebhooks<Sqlite>,
     alerts: SqlAlerts<Sqlite>,
 }
 
@@ -114,6 +116,7 @@ impl SqliteTrailStore {
             reads: SqlReads::new(pool.clone()),
             devices: SqlDevices::new(pool.clone()),
             geofences: SqlGeofences::new(pool.clone()),
+            webhooks: SqlWebhooks::new(pool.clone()),
             alerts: SqlAlerts::new(pool.clone()),
             pool,
         })
@@ -280,6 +283,10 @@ impl TrailStore for SqliteTrailStore {
 
     fn geofences(&self) -> &dyn GeofenceStore {
         &self.geofences
+    }
+
+    fn webhooks(&self) -> &dyn WebhookStore {
+        &self.webhooks
     }
 
     fn alerts(&self) -> &dyn AlertStore {
