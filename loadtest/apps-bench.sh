@@ -68,3 +68,5 @@ mkdir -p loadtest/results
 # What is in the trail store: every position counted above, and those that
 # were stored after a path's window closed.
 echo "positions in the trail store: $(psql -tA -h 127.0.0.1 -U postgres -d "$db" -c 'select count(*) from positions')"
+# With --fences: what the evaluation raised, by kind.
+echo "events stored: $(psql -tA -h 127.0.0.1 -U postgres -d "$db" -c "select coalesce(string_agg(kind || ' ' || n, ', '), 'none') from (select kind, count(*) n from events group by kind order by kind) k")"
