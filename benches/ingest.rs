@@ -66,6 +66,7 @@ fn rows(drivers: usize, per_driver: usize) -> Vec<TrailPoint> {
                 fleet: fleets[d % fleets.len()].clone(),
                 seq: s as u64 + 1,
                 position,
+                extras: Default::default(),
             });
         }
     }

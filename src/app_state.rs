@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::Alerts;
 use crate::auth::Authenticator;
 use crate::cluster::ClusterBus;
 use crate::config::Settings;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub devices: Arc<DeviceRegistry>,
     /// Every fleet's geofences: in the trail database, and in memory.
     pub geofences: Arc<Geofences>,
+    /// Every fleet's alert rules, and the announcement of events.
+    pub alerts: Arc<Alerts>,
     /// The MQTT broker link (OwnTracks over MQTT), for `/readyz`.
     pub mqtt: MqttLink,
     pub metrics: PrometheusHandle,

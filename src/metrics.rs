@@ -43,6 +43,7 @@ pub const DEVICE_REFUSALS: &str = "fleethub_device_refusals_total";
 pub const MQTT_MESSAGES: &str = "fleethub_mqtt_messages_total";
 pub const MQTT_LINK_UP: &str = "fleethub_mqtt_link_up";
 pub const GEOFENCES: &str = "fleethub_geofences";
+pub const EVENTS: &str = "fleethub_events_total";
 
 /// Latency buckets from 50 µs to 10 s.
 const BUCKETS: &[f64] = &[
@@ -268,4 +269,9 @@ pub fn mqtt_link_up(up: bool) {
 /// The fences this node holds in memory, every fleet's.
 pub fn geofences(count: usize) {
     gauge!(GEOFENCES).set(count as f64);
+}
+
+/// An event stored by this node, by kind.
+pub fn event_raised(kind: &'static str) {
+    counter!(EVENTS, "kind" => kind).increment(1);
 }

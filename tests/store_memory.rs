@@ -67,6 +67,7 @@ fn batch(first: usize, size: usize, now_ms: i64) -> Vec<TrailPoint> {
                 fleet: fleet.clone(),
                 seq,
                 position,
+                extras: Default::default(),
             }
         })
         .collect()

@@ -188,14 +188,49 @@ mod tests {
     fn the_same_cause_gives_the_same_id_and_any_other_cause_another() {
         let (f, d) = ids();
         let details = serde_json::json!({});
-        let a = Event::new(EventKind::Sos, &f, &d, fix(5, Some(1)), None, details.clone());
-        let b = Event::new(EventKind::Sos, &f, &d, fix(5, Some(1)), None, details.clone());
+        let a = Event::new(
+            EventKind::Sos,
+            &f,
+            &d,
+            fix(5, Some(1)),
+            None,
+            details.clone(),
+        );
+        let b = Event::new(
+            EventKind::Sos,
+            &f,
+            &d,
+            fix(5, Some(1)),
+            None,
+            details.clone(),
+        );
         assert_eq!(a.id, b.id);
         assert_eq!(a.id.len(), 32);
         let other = [
-            Event::new(EventKind::Sos, &f, &d, fix(6, Some(1)), None, details.clone()),
-            Event::new(EventKind::Sos, &f, &d, fix(5, Some(2)), None, details.clone()),
-            Event::new(EventKind::Idle, &f, &d, fix(5, Some(1)), None, details.clone()),
+            Event::new(
+                EventKind::Sos,
+                &f,
+                &d,
+                fix(6, Some(1)),
+                None,
+                details.clone(),
+            ),
+            Event::new(
+                EventKind::Sos,
+                &f,
+                &d,
+                fix(5, Some(2)),
+                None,
+                details.clone(),
+            ),
+            Event::new(
+                EventKind::Idle,
+                &f,
+                &d,
+                fix(5, Some(1)),
+                None,
+                details.clone(),
+            ),
             Event::new(EventKind::Sos, &f, &d, fix(5, Some(1)), Some("x"), details),
         ];
         assert!(other.iter().all(|e| e.id != a.id));

@@ -48,4 +48,8 @@ impl ClusterBus for LocalBus {
 
     /// One node: nobody else to tell.
     fn fences_changed(&self, _fleet: &FleetId) {}
+
+    fn publish_event(&self, fleet: &FleetId, frame: &str) {
+        self.subscriptions.push_event(fleet, frame);
+    }
 }

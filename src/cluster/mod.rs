@@ -94,12 +94,18 @@ pub trait ClusterBus: Send + Sync + 'static {
     /// never blocking: a notice lost with the link is made up for when the
     /// link comes back (every node then reloads everything).
     fn fences_changed(&self, fleet: &FleetId);
+
+    /// An event this node stored, for the dashboards that see `fleet`, on
+    /// this node and the others: its frame, `{"type":"event",...}`. Live
+    /// delivery is best effort, like positions (the event is stored and
+    /// listed by `GET /api/v1/events`); never blocking.
+    fn publish_event(&self, fleet: &FleetId, frame: &str);
 }
 
 /// What another node changed of what every node keeps a copy of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Changed {
-    /// One fleet's geofences.
+    /// One fleet's geofences or alert rules.
     Fences(FleetId),
     /// Anything: changes may have been missed while a link was down.
     Everything,

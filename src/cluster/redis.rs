@@ -650,6 +650,14 @@ impl RedisBus {
                 };
                 let _ = self.changed.send(change);
             }
+            Notice::Event { f, e, n, i } => {
+                if self.is_me(&n, i) {
+                    return;
+                }
+                if let Ok(fleet) = FleetId::parse(&f) {
+                    self.subscriptions.push_event(&fleet, &e);
+                }
+            }
         }
     }
 
@@ -768,6 +776,16 @@ impl ClusterBus for RedisBus {
     fn fences_changed(&self, fleet: &FleetId) {
         self.announce(&Notice::Fences {
             f: Some(fleet.to_string()),
+            n: self.node.clone(),
+            i: self.incarnation,
+        });
+    }
+
+    fn publish_event(&self, fleet: &FleetId, frame: &str) {
+        self.subscriptions.push_event(fleet, frame);
+        self.announce(&Notice::Event {
+            f: fleet.to_string(),
+            e: frame.to_owned(),
             n: self.node.clone(),
             i: self.incarnation,
         });

@@ -83,6 +83,15 @@ pub enum Notice {
         n: String,
         i: u64,
     },
+    /// Node `n` (incarnation `i`) stored an event of fleet `f`: `e` is its
+    /// dashboard frame, for the dashboards that see the fleet.
+    #[serde(rename = "event")]
+    Event {
+        f: String,
+        e: String,
+        n: String,
+        i: u64,
+    },
 }
 
 /// A driver's record in the shared last-known state.

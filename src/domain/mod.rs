@@ -22,4 +22,17 @@ pub struct TrailPoint {
     pub fleet: FleetId,
     pub seq: Seq,
     pub position: Position,
+    /// What came with the fix besides the position; not stored in the trail,
+    /// only evaluated by the alert rules.
+    pub extras: FixExtras,
+}
+
+/// What a fix may carry besides its position: read by the alert rules
+/// ([`crate::alerts`]), not kept in the trail.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FixExtras {
+    /// The phone's battery level, percent in [0, 100], when the app reports it.
+    pub battery: Option<f64>,
+    /// The driver pressed SOS (an `sos` frame, or `"sos": true` in a batch item).
+    pub sos: bool,
 }

@@ -15,7 +15,7 @@
 //! [`Geofences`] ties the store and the index together: the database is the
 //! truth, the index a copy loaded at start-up, changed with every write
 //! that goes through it and, through [`sync`], with every other node's.
-//! Nothing evaluates positions against fences yet.
+//! Fixes are evaluated against the fences by [`crate::alerts`].
 
 pub mod api;
 pub mod feature;

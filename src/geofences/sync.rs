@@ -1,8 +1,8 @@
-//! Other nodes' changes to the fences, applied to this node's index: each
-//! change a node makes is announced over the cluster bus, and every other
-//! node reloads that fleet's fences from the database (the truth). When a
-//! link comes back, every node reloads all of them, since notices may have
-//! been lost meanwhile.
+//! Other nodes' changes to the fences and alert rules, applied to this
+//! node's copies: each change a node makes is announced over the cluster
+//! bus, and every other node reloads that fleet's fences and rules from the
+//! database (the truth). When a link comes back, every node reloads all of
+//! them, since notices may have been lost meanwhile.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
 use super::Geofences;
+use crate::alerts::Alerts;
 use crate::cluster::Changed;
 
 /// How long a reload that failed (the database unreachable) waits to try again.
@@ -19,6 +20,7 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Applies `changes` until `stop`.
 pub async fn run(
     fences: Arc<Geofences>,
+    alerts: Arc<Alerts>,
     mut changes: UnboundedReceiver<Changed>,
     stop: CancellationToken,
 ) {
@@ -30,16 +32,22 @@ pub async fn run(
                 None => return,
             },
         };
-        apply(&fences, &change, &stop).await;
+        apply(&fences, &alerts, &change, &stop).await;
     }
 }
 
 /// Reloads what `change` names, retrying until it is done or `stop`.
-async fn apply(fences: &Geofences, change: &Changed, stop: &CancellationToken) {
+async fn apply(fences: &Geofences, alerts: &Alerts, change: &Changed, stop: &CancellationToken) {
     loop {
         let reloaded = match change {
-            Changed::Fences(fleet) => fences.reload_fleet(fleet).await,
-            Changed::Everything => fences.load().await,
+            Changed::Fences(fleet) => match alerts.reload_fleet(fleet).await {
+                Ok(()) => fences.reload_fleet(fleet).await,
+                Err(e) => Err(e),
+            },
+            Changed::Everything => match alerts.load().await {
+                Ok(_) => fences.load().await,
+                Err(e) => Err(e),
+            },
         };
         match reloaded {
             Ok(count) => {

@@ -18,6 +18,7 @@ use actix_web::{FromRequest, Handler, HttpResponse, Resource, Responder, web};
 pub use error::{ApiError, extractor_configs, json_errors};
 pub use fleet_param::scoped_fleet;
 
+use crate::alerts;
 use crate::dashboards;
 use crate::devices;
 use crate::geofences;
@@ -60,6 +61,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::put().to(geofences::api::replace))
                 .route(web::delete().to(geofences::api::delete)),
         )
+        .service(
+            web::resource("/api/v1/alert-rules")
+                .route(web::get().to(alerts::api::get_rules))
+                .route(web::put().to(alerts::api::put_rules)),
+        )
+        .service(web::resource("/api/v1/events").route(web::get().to(alerts::api::list_events)))
         .configure(osmand_routes)
         .service(web::resource("/ingest/owntracks").route(web::post().to(owntracks::ingest)))
         // Before the dashboard's files, whose fallback takes every other path.

@@ -271,8 +271,9 @@ impl DriverActor {
         match frame.kind.as_deref() {
             Some("pos") => self.ingest(&[frame.fix()]).await,
             Some("batch") => self.ingest(&frame.items.unwrap_or_default()).await,
+            Some("sos") => self.ingest(&[frame.sos()]).await,
             Some(other) => {
-                let message = format!("unknown message type `{other}` (pos or batch)");
+                let message = format!("unknown message type `{other}` (pos, batch or sos)");
                 self.reject_frame(ErrorCode::UnknownType, &message).await?;
                 Ok(false)
             }

@@ -10,7 +10,8 @@
 //! Parameters: `id` or `deviceid`; `lat` and `lon`, or `location=lat,lon`;
 //! `timestamp` (Unix seconds, Unix milliseconds or ISO 8601; absent: the
 //! hub's clock); `speed` in the device's registered unit; `bearing` or
-//! `heading`; `accuracy`; `altitude` and `batt` (read, not stored yet). The
+//! `heading`; `accuracy`; `altitude` (read, not stored); `batt` (percent, for the
+//! low-battery rule). The
 //! key: `key`, or the password of HTTP Basic auth (whose user name may also
 //! carry the id). Answers: 200 once stored, 400 malformed or invalid, 401
 //! missing or wrong key, 404 unknown device, 429, 503, all with the hub's
@@ -143,7 +144,6 @@ pub fn fix_from_params(
     };
     // Read so a garbled value is reported; not stored yet.
     number(params, "altitude")?;
-    number(params, "batt")?;
     Ok(WireFix {
         seq: seq_from_time(ts),
         ts: Some(ts.as_millis()),
@@ -152,6 +152,8 @@ pub fn fix_from_params(
         speed: known(number(params, "speed")?).map(|s| unit.to_mps(s)),
         heading: known(heading),
         acc: known(number(params, "accuracy")?),
+        battery: number(params, "batt")?,
+        sos: false,
     })
 }
 
@@ -172,10 +174,17 @@ struct JsonBody {
 }
 
 #[derive(Debug, Deserialize)]
+struct JsonBattery {
+    /// A fraction in [0, 1].
+    level: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
 struct JsonLocation {
     /// ISO 8601 as Traccar Client sends it; Unix seconds or milliseconds accepted too.
     timestamp: Option<serde_json::Value>,
     coords: Option<JsonCoords>,
+    battery: Option<JsonBattery>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +233,12 @@ impl JsonBody {
             speed: known(coords.speed),
             heading: known(coords.heading),
             acc: known(coords.accuracy),
+            battery: location
+                .battery
+                .as_ref()
+                .and_then(|b| b.level)
+                .map(|l| l * 100.0),
+            sos: false,
         })
     }
 }

@@ -82,6 +82,8 @@ struct Message {
     acc: Option<f64>,
     vel: Option<f64>,
     cog: Option<f64>,
+    /// Battery percent.
+    batt: Option<f64>,
 }
 
 /// The fix in an OwnTracks message, `None` for a message that is not a
@@ -106,6 +108,8 @@ pub fn decode(raw: &[u8]) -> Result<Option<WireFix>, String> {
         speed: known(message.vel).map(|v| SpeedUnit::Kmh.to_mps(v)),
         heading: known(message.cog),
         acc: known(message.acc),
+        battery: message.batt,
+        sos: false,
     }))
 }
 

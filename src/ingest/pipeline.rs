@@ -210,7 +210,7 @@ impl Pipeline {
         let now = Timestamp::now();
         let mut points = Vec::with_capacity(fixes.len());
         for fix in fixes {
-            let (seq, position) = match fix.validate(&self.window, now) {
+            let (seq, position, extras) = match fix.validate(&self.window, now) {
                 Ok(valid) => valid,
                 Err(e) => {
                     m::rejected(ErrorCode::InvalidPosition.as_str(), 1);
@@ -219,7 +219,12 @@ impl Pipeline {
                     continue;
                 }
             };
-            if let Verdict::Drop(reason) = self.filters.check(source.live, seq, &position) {
+            // An SOS is never filtered out: it is an alarm before it is a fix.
+            let verdict = match extras.sos {
+                true => Verdict::Keep,
+                false => self.filters.check(source.live, seq, &position),
+            };
+            if let Verdict::Drop(reason) = verdict {
                 m::filtered(reason.as_str());
                 accepted.filtered.push(seq);
                 continue;
@@ -233,6 +238,7 @@ impl Pipeline {
                 fleet: source.me.fleet.clone(),
                 seq,
                 position,
+                extras,
             };
             for observer in &self.observers {
                 observer.observe(&point, published);

@@ -14,7 +14,7 @@ use super::spatial_index::{SpatialIndex, SubKey};
 use super::update::{LiveUpdate, Status};
 use super::{ConnId, next_id};
 use crate::auth::FleetScope;
-use crate::dashboards::outbox::{Outbox, Pushed};
+use crate::dashboards::outbox::{Control, Outbox, Pushed};
 use crate::domain::{BBox, FleetId, Position};
 use crate::metrics as m;
 use crate::protocol::Close;
@@ -185,6 +185,17 @@ impl Subscriptions {
     pub fn close_all(&self, close: Close) {
         for entry in self.dashboards.iter() {
             entry.outbox.close(close);
+        }
+    }
+
+    /// An event frame (`{"type":"event",...}`) for every dashboard that
+    /// sees `fleet`, wherever its regions are: events are few and each one
+    /// matters. Queued as a control frame (kept in order, never coalesced).
+    pub fn push_event(&self, fleet: &FleetId, frame: &str) {
+        for dash in self.dashboards.iter() {
+            if dash.scope.allows(fleet) {
+                dash.outbox.push_control(Control::Text(frame.to_owned()));
+            }
         }
     }
 

@@ -64,6 +64,7 @@ error_codes! {
     DeviceExists => "device_exists", 409;
     InvalidGeofence => "invalid_geofence", 400;
     UnknownGeofence => "unknown_geofence", 404;
+    InvalidAlertRules => "invalid_alert_rules", 400;
     TooManyGeofences => "too_many_geofences", 400;
 }
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::ErrorCode;
-use crate::domain::{BBox, Position, PositionError, Seq, TimeWindow, Timestamp};
+use crate::domain::{BBox, FixExtras, Position, PositionError, Seq, TimeWindow, Timestamp};
 
 /// Longest subscription id a dashboard may use, in bytes.
 pub const MAX_SUBSCRIPTION_ID: usize = 64;
@@ -29,6 +29,12 @@ pub struct WireFix {
     pub heading: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acc: Option<f64>,
+    /// The phone's battery, percent in [0, 100].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery: Option<f64>,
+    /// An SOS: the `sos` frame, or an item the app queued when it was pressed offline.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sos: bool,
 }
 
 /// Why a fix was refused, with the seq to report it under (when there was one).
@@ -44,7 +50,7 @@ impl WireFix {
         &self,
         window: &TimeWindow,
         now: Timestamp,
-    ) -> Result<(Seq, Position), FixError> {
+    ) -> Result<(Seq, Position, FixExtras), FixError> {
         let fail = |message: String| FixError {
             seq: self.seq,
             message,
@@ -60,7 +66,17 @@ impl WireFix {
         let position = Position::new(lat, lon, ts, self.speed, self.heading, self.acc)
             .map_err(|e: PositionError| fail(e.to_string()))?;
         window.check(ts, now).map_err(|e| fail(e.to_string()))?;
-        Ok((seq, position))
+        if self
+            .battery
+            .is_some_and(|b| !b.is_finite() || !(0.0..=100.0).contains(&b))
+        {
+            return Err(fail("battery must be a number in [0, 100] percent".into()));
+        }
+        let extras = FixExtras {
+            battery: self.battery,
+            sos: self.sos,
+        };
+        Ok((seq, position, extras))
     }
 }
 
@@ -80,6 +96,7 @@ pub struct DriverFrame<'a> {
     pub speed: Option<f64>,
     pub heading: Option<f64>,
     pub acc: Option<f64>,
+    pub battery: Option<f64>,
     pub items: Option<Vec<WireFix>>,
 }
 
@@ -94,6 +111,17 @@ impl DriverFrame<'_> {
             speed: self.speed,
             heading: self.heading,
             acc: self.acc,
+            battery: self.battery,
+            sos: false,
+        }
+    }
+
+    /// The fix carried by an `sos` frame: where the driver was when it
+    /// pressed SOS, acknowledged like a position.
+    pub fn sos(&self) -> WireFix {
+        WireFix {
+            sos: true,
+            ..self.fix()
         }
     }
 }

@@ -26,6 +26,8 @@ pub fn largest_item_bytes() -> usize {
         speed: Some(LONGEST_DOUBLE),
         heading: Some(LONGEST_DOUBLE),
         acc: Some(LONGEST_DOUBLE),
+        battery: Some(LONGEST_DOUBLE),
+        sos: true,
     };
     to_json(&item).len()
 }

@@ -16,6 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::{self, Alerts};
 pub use crate::app_state::AppState;
 use crate::auth::{Authenticator, Role};
 use crate::cluster;
@@ -73,14 +74,38 @@ impl Application {
         let tasks = Tasks::new(shutdown.clone());
         // The writer has its own token: it must outlive the sessions, to flush
         // what they queued after they are gone.
-        let writer_stop = CancellationToken::new();
-        let (writer, writer_run) =
-            TrailWriter::new(Arc::clone(&store), &settings.trails, writer_stop.clone());
-
         let subscriptions = Arc::new(Subscriptions::new(settings.dashboard.max_control_frames));
         let node_id = node_id(&settings);
         let cluster::Built { bus, redis } =
             cluster::build(&settings, &node_id, Arc::clone(&subscriptions))?;
+        // Loaded before anything is served: a hub never runs with a partial
+        // set of fences or rules.
+        let geofences = Arc::new(Geofences::new(Arc::clone(&store), Arc::clone(&bus)));
+        let fences = geofences
+            .load()
+            .await
+            .context("loading the geofences from the trail store")?;
+        let alerts = Arc::new(Alerts::new(
+            Arc::clone(&store),
+            Arc::clone(&geofences),
+            Arc::clone(&bus),
+        ));
+        let ruled = alerts
+            .load()
+            .await
+            .context("loading the alert rules from the trail store")?;
+        tracing::info!(
+            fences,
+            fleets_with_rules = ruled,
+            "geofences and alert rules loaded"
+        );
+        let writer_stop = CancellationToken::new();
+        let (writer, writer_run) = TrailWriter::evaluating(
+            Arc::clone(&store),
+            Some(Arc::clone(&alerts)),
+            &settings.trails,
+            writer_stop.clone(),
+        );
         let drivers = Arc::new(LiveDrivers::new(Arc::clone(&bus)));
         let registry = Arc::new(DriverRegistry::default());
         let limiter = Arc::new(driver_limiter(&settings.driver));
@@ -92,14 +117,6 @@ impl Application {
         );
         let admission = Arc::new(Admission::new(&settings.ws).context("`ws.allowed_origins`")?);
         let mqtt_link = MqttLink::new(settings.mqtt.enabled());
-        // Loaded before anything is served: a hub never runs with a partial
-        // set of fences.
-        let geofences = Arc::new(Geofences::new(Arc::clone(&store), Arc::clone(&bus)));
-        let fences = geofences
-            .load()
-            .await
-            .context("loading the geofences from the trail store")?;
-        tracing::info!(fences, "geofences loaded");
         let state = web::Data::new(AppState {
             node_id,
             settings: Arc::new(settings),
@@ -113,6 +130,7 @@ impl Application {
             writer,
             devices: Arc::new(DeviceRegistry::new(Arc::clone(&store))),
             geofences,
+            alerts,
             mqtt: mqtt_link,
             store,
             metrics: metrics::install(),
@@ -131,6 +149,10 @@ impl Application {
                 s.settings.trails.retention_days,
                 s.shutdown.clone(),
             ),
+        );
+        tasks.spawn(
+            "offline sweep",
+            alerts::offline::run(Arc::clone(&s.alerts), s.shutdown.clone()),
         );
         tasks.spawn(
             "live housekeeping",
@@ -162,7 +184,12 @@ impl Application {
             if let Some(changes) = redis_bus.changes() {
                 tasks.spawn(
                     "geofence sync",
-                    geofences::sync::run(Arc::clone(&s.geofences), changes, cluster_stop.clone()),
+                    geofences::sync::run(
+                        Arc::clone(&s.geofences),
+                        Arc::clone(&s.alerts),
+                        changes,
+                        cluster_stop.clone(),
+                    ),
                 );
             }
         }

@@ -123,6 +123,7 @@ mod tests {
                 None,
             )
             .unwrap(),
+            extras: Default::default(),
         }
     }
 

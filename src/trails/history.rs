@@ -50,7 +50,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 
 /// An instant as integer milliseconds or RFC 3339. In a query string an
 /// unencoded `+` of an offset arrives as a space; it is read back as `+`.
-fn parse_instant(name: &str, raw: &str) -> Result<Timestamp, ApiError> {
+pub(crate) fn parse_instant(name: &str, raw: &str) -> Result<Timestamp, ApiError> {
     if let Ok(ms) = raw.parse::<i64>() {
         return Ok(Timestamp::from_millis(ms));
     }

@@ -11,5 +11,6 @@ pub mod writer;
 pub use geometry::{Summary, simplify, summarize};
 pub use store::{
     DriverRecord, PgTrailStore, SqliteTrailStore, StoreError, TrailQuery, TrailReads, TrailStore,
+    Turn,
 };
 pub use writer::{Committed, QueueFull, TrailWriter};

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::store::TrailStore;
+use super::store::{TrailStore, retention_cutoff};
+use crate::domain::Timestamp;
 
 /// How often retention (and, on PostgreSQL, partition upkeep) runs.
 pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
@@ -25,6 +26,12 @@ pub async fn run_retention(store: Arc<dyn TrailStore>, days: u32, shutdown: Canc
             Err(e) => {
                 tracing::warn!(backend = store.backend(), error = %e, "trail retention failed; retrying next hour")
             }
+        }
+        // Events are kept as long as the fixes that caused them.
+        let cutoff = Timestamp::from_millis(retention_cutoff(Timestamp::now(), days));
+        match store.alerts().drop_events_before(cutoff).await {
+            Ok(gone) => tracing::debug!(gone, "event retention applied"),
+            Err(e) => tracing::warn!(error = %e, "event retention failed; retrying next hour"),
         }
     })
     .await;

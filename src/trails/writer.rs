@@ -29,7 +29,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::store::{StoreError, TrailStore};
+use super::store::{StoreError, TrailStore, Turn};
+use crate::alerts::Alerts;
 use crate::config::TrailSettings;
 use crate::domain::TrailPoint;
 use crate::metrics as m;
@@ -117,6 +118,17 @@ impl TrailWriter {
         settings: &TrailSettings,
         shutdown: CancellationToken,
     ) -> (TrailWriter, impl Future<Output = ()> + Send + 'static) {
+        Self::evaluating(store, None, settings, shutdown)
+    }
+
+    /// [`TrailWriter::new`], with every commit also evaluating its fixes
+    /// for `alerts` ([`TrailStore::append_evaluated`]).
+    pub fn evaluating(
+        store: Arc<dyn TrailStore>,
+        alerts: Option<Arc<Alerts>>,
+        settings: &TrailSettings,
+        shutdown: CancellationToken,
+    ) -> (TrailWriter, impl Future<Output = ()> + Send + 'static) {
         let capacity = settings.queue_capacity.max(1);
         let shared = Arc::new(Shared {
             room: Arc::new(Semaphore::new(capacity)),
@@ -136,12 +148,14 @@ impl TrailWriter {
             shutdown: shutdown.clone(),
             committer: Arc::new(Committer {
                 store,
+                alerts,
                 shared: shared.clone(),
                 shutdown,
             }),
             slots: Arc::new(Semaphore::new(concurrency as usize)),
             concurrency,
             window: None,
+            last_turn: None,
         };
         (TrailWriter { tx, shared }, task.run())
     }
@@ -210,11 +224,16 @@ struct WriterTask {
     concurrency: u32,
     /// When the current batching window closes; `None` while the hub is quiet.
     window: Option<Instant>,
+    /// The turn of the batch spawned last, which the next one waits for
+    /// before it locks its drivers' alert states ([`Turn`]).
+    last_turn: Option<oneshot::Receiver<()>>,
 }
 
 /// Commits batches; shared by the commits in flight.
 struct Committer {
     store: Arc<dyn TrailStore>,
+    /// Evaluates the fixes and announces what they raise, when alerts run.
+    alerts: Option<Arc<Alerts>>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 }
@@ -252,10 +271,12 @@ impl WriterTask {
         tracing::info!("trail writer stopped");
     }
 
-    fn spawn_commit(&self, batch: Batch, slot: OwnedSemaphorePermit) {
+    fn spawn_commit(&mut self, batch: Batch, slot: OwnedSemaphorePermit) {
         let committer = self.committer.clone();
+        let (turn, next) = Turn::next(self.last_turn.take());
+        self.last_turn = Some(next);
         tokio::spawn(async move {
-            committer.commit(batch).await;
+            committer.commit(batch, turn).await;
             drop(slot);
         });
     }
@@ -341,7 +362,7 @@ impl WriterTask {
         let _all_done = self.slots.acquire_many(self.concurrency).await;
     }
 
-    async fn spawn_when_free(&self, batch: Batch) {
+    async fn spawn_when_free(&mut self, batch: Batch) {
         if let Ok(slot) = self.slots.clone().acquire_owned().await {
             self.spawn_commit(batch, slot);
         }
@@ -352,20 +373,18 @@ impl Committer {
     /// Commits the batch, retrying with backoff until it succeeds; only
     /// after shutdown and [`SHUTDOWN_GRACE`] does it give up and report the
     /// failure. Every submission is resolved either way.
-    async fn commit(&self, mut batch: Batch) {
+    async fn commit(&self, mut batch: Batch, mut turn: Turn) {
         let mut backoff = FIRST_BACKOFF;
         let mut give_up_at = None;
         loop {
             let started = Instant::now();
-            let outcome = match tokio::time::timeout(
-                COMMIT_TIMEOUT,
-                self.store.append(&batch.points),
-            )
-            .await
-            {
-                Ok(outcome) => outcome,
-                Err(_) => Err(StoreError::Unavailable("the commit timed out".into())),
-            };
+            let outcome =
+                match tokio::time::timeout(COMMIT_TIMEOUT, self.append(&batch.points, &mut turn))
+                    .await
+                {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(StoreError::Unavailable("the commit timed out".into())),
+                };
             let e = match outcome {
                 Ok(()) => return self.committed(&mut batch, started.elapsed()),
                 Err(e) => e,
@@ -382,6 +401,22 @@ impl Committer {
             self.pause(backoff, give_up_at).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// One attempt: with alerts, the evaluating append, then the
+    /// announcement of what it stored. (A retry has no turn left to wait
+    /// for: the batches formed after it may have gone ahead.)
+    async fn append(&self, points: &[TrailPoint], turn: &mut Turn) -> Result<(), StoreError> {
+        let Some(alerts) = &self.alerts else {
+            turn.pass();
+            return self.store.append(points).await;
+        };
+        let events = self
+            .store
+            .append_evaluated(points, alerts.as_ref(), turn)
+            .await?;
+        alerts.announce(&events);
+        Ok(())
     }
 
     fn committed(&self, batch: &mut Batch, took: Duration) {

@@ -1,6 +1,7 @@
 //! Integration tests: the real hub on a random port, real WebSocket clients.
 //! One binary, one module per area.
 
+mod alerts;
 mod auth;
 mod dashboard;
 mod driver;

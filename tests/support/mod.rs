@@ -155,6 +155,7 @@ pub fn point(driver: &str, fleet: &str, seq: Seq, ts_ms: i64) -> TrailPoint {
             Some(5.0),
         )
         .unwrap(),
+        extras: Default::default(),
     }
 }
 

@@ -30,6 +30,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
 
+use crate::alerts::{AlertStore, Evaluator, Event};
 use crate::config::Settings;
 use crate::devices::DeviceStore;
 use crate::domain::{DriverId, DriverKey, FleetId, Seq, Timestamp, TrailPoint};
@@ -95,6 +96,26 @@ pub trait TrailStore: Send + Sync + 'static {
     /// The geofences kept in the same database (the same SQL on every backend).
     fn geofences(&self) -> &dyn GeofenceStore;
 
+    /// Rules, events and alert states kept in the same database (the same
+    /// SQL on every backend).
+    fn alerts(&self) -> &dyn AlertStore;
+
+    /// [`append`](TrailStore::append), and in the same transaction the
+    /// evaluation of the fixes `evaluator` wants (see [`crate::alerts::persist`]):
+    /// each driver's state row is locked, its new fixes evaluated in fix-time
+    /// order, and the state, the events raised and their webhook outbox rows
+    /// written. Returns the events this call stored (not those stored before:
+    /// a retried or resent batch announces nothing twice). The transaction
+    /// starts only once `turn` says the batch formed before this one has
+    /// locked its state rows, so one node evaluates a driver's batches in
+    /// order; it passes the turn on once its own are locked.
+    async fn append_evaluated(
+        &self,
+        points: &[TrailPoint],
+        evaluator: &dyn Evaluator,
+        turn: &mut Turn,
+    ) -> Result<Vec<Event>, StoreError>;
+
     /// Highest seq stored for the driver, 0 when none.
     async fn last_seq(&self, driver: &DriverKey) -> Result<Seq, StoreError> {
         self.reads().last_seq(driver).await
@@ -149,6 +170,48 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<Arc<dyn TrailStore>>
             .await
             .context("creating the trail partitions")?;
         Ok(Arc::new(store))
+    }
+}
+
+/// A batch's place in the order the writer formed batches in, for the
+/// evaluation of alerts: two commits run at once on PostgreSQL, and a
+/// driver's newer fixes must not be evaluated before its older ones (they
+/// would turn the older ones into late fixes). A batch waits for its
+/// predecessor to have locked its drivers' state rows before it takes any
+/// lock itself (waiting while holding one could close a cycle the database
+/// cannot see); the database's row locks order the rest.
+#[derive(Default)]
+pub struct Turn {
+    after: Option<tokio::sync::oneshot::Receiver<()>>,
+    then: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// The next turn after `previous` (the receiver of the last turn made):
+    /// returns it and the receiver to chain the following one to.
+    pub fn next(
+        previous: Option<tokio::sync::oneshot::Receiver<()>>,
+    ) -> (Turn, tokio::sync::oneshot::Receiver<()>) {
+        let (then, rx) = tokio::sync::oneshot::channel();
+        let turn = Turn {
+            after: previous,
+            then: Some(then),
+        };
+        (turn, rx)
+    }
+
+    /// Waits for the predecessor's locks (or for it to end, whatever way).
+    pub async fn wait(&mut self) {
+        if let Some(after) = self.after.take() {
+            let _ = after.await;
+        }
+    }
+
+    /// Lets the successor go on.
+    pub fn pass(&mut self) {
+        if let Some(then) = self.then.take() {
+            let _ = then.send(());
+        }
     }
 }
 

@@ -10,7 +10,10 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Postgres};
 
 use super::reads::{SqlReads, TrailReads};
-use super::{DAY_MS, StoreError, TrailStore, latest_per_driver, retention_cutoff, seq_to_db};
+use super::{DAY_MS, StoreError, TrailStore, Turn, latest_per_driver, retention_cutoff, seq_to_db};
+use crate::alerts::persist::{self, Planned, StateRow};
+use crate::alerts::store::insert_event;
+use crate::alerts::{AlertStore, Evaluator, Event, SqlAlerts};
 use crate::devices::{DeviceStore, SqlDevices};
 use crate::domain::{Seq, Timestamp, TrailPoint};
 use crate::geofences::{GeofenceStore, SqlGeofences};
@@ -46,6 +49,33 @@ SELECT * FROM UNNEST($10::text[], $11::text[], $12::int8[], $13::int8[], $14::fl
     merge_driver_row!()
 );
 
+// Alert states (see `crate::alerts::persist`). Every driver to evaluate
+// gets a row first (a placeholder when it has none), so that the lock below
+// finds one: two commits meeting on a driver's first fixes wait for each
+// other on the insert instead of both starting fresh.
+const FRESH_STATES: &str = r#"
+INSERT INTO alert_state (fleet_id, driver_id, last_ts, last_seq, last_lat, last_lon, last_recv, state)
+SELECT f, d, -1, 0, 0, 0, $3, '{}' FROM UNNEST($1::text[], $2::text[]) AS k(f, d)
+ON CONFLICT (fleet_id, driver_id) DO NOTHING
+"#;
+
+// Locked in key order, the order every commit locks them in.
+const LOCK_STATES: &str = r#"
+SELECT s.fleet_id, s.driver_id, s.last_ts, s.last_seq, s.last_lat, s.last_lon, s.state
+FROM alert_state s JOIN UNNEST($1::text[], $2::text[]) AS k(f, d)
+  ON s.fleet_id = k.f AND s.driver_id = k.d
+ORDER BY s.fleet_id, s.driver_id
+FOR UPDATE OF s
+"#;
+
+const WRITE_STATES: &str = r#"
+UPDATE alert_state s SET last_ts = u.ts, last_seq = u.seq, last_lat = u.lat, last_lon = u.lon,
+    last_recv = $8, state = u.state
+FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::float8[], $6::float8[], $7::text[])
+    AS u(f, d, ts, seq, lat, lon, state)
+WHERE s.fleet_id = u.f AND s.driver_id = u.d
+"#;
+
 /// Two appends at once keep both cores busy: one backend inserts while the
 /// other waits for its WAL flush.
 const CONCURRENT_APPENDS: usize = 2;
@@ -55,6 +85,7 @@ pub struct PgTrailStore {
     reads: SqlReads<Postgres>,
     devices: SqlDevices<Postgres>,
     geofences: SqlGeofences<Postgres>,
+    alerts: SqlAlerts<Postgres>,
     /// Connections kept by the writer's commits from one commit to the next:
     /// going through the pool each time would add two round trips per commit
     /// (sqlx pings a connection when it is handed out and when it comes back).
@@ -80,6 +111,7 @@ impl PgTrailStore {
             reads: SqlReads::new(pool.clone()),
             devices: SqlDevices::new(pool.clone()),
             geofences: SqlGeofences::new(pool.clone()),
+            alerts: SqlAlerts::new(pool.clone()),
             pool,
             committers: Mutex::new(Vec::with_capacity(CONCURRENT_APPENDS)),
         })
@@ -204,6 +236,30 @@ impl<'a> Columns<'a> {
     }
 }
 
+/// Alert state rows as column arrays.
+#[derive(Default)]
+struct StateColumns<'a> {
+    fleet: Vec<&'a str>,
+    driver: Vec<&'a str>,
+    ts: Vec<i64>,
+    seq: Vec<i64>,
+    lat: Vec<f64>,
+    lon: Vec<f64>,
+    state: Vec<&'a str>,
+}
+
+impl<'a> StateColumns<'a> {
+    fn push(&mut self, fleet: &'a str, driver: &'a str, row: &'a StateRow) {
+        self.fleet.push(fleet);
+        self.driver.push(driver);
+        self.ts.push(row.last_ts);
+        self.seq.push(row.last_seq);
+        self.lat.push(row.last_lat);
+        self.lon.push(row.last_lon);
+        self.state.push(&row.state);
+    }
+}
+
 #[async_trait]
 impl TrailStore for PgTrailStore {
     /// Positions and the drivers' rows in one statement ([`APPEND`]), which is
@@ -248,6 +304,105 @@ impl TrailStore for PgTrailStore {
         Ok(())
     }
 
+    /// [`APPEND`] and the alert steps in one transaction (see the trait).
+    async fn append_evaluated(
+        &self,
+        points: &[TrailPoint],
+        evaluator: &dyn Evaluator,
+        turn: &mut Turn,
+    ) -> Result<Vec<Event>, StoreError> {
+        let planned = Planned::new(evaluator, points);
+        if planned.is_empty() {
+            turn.pass();
+            self.append(points).await?;
+            return Ok(Vec::new());
+        }
+        let mut sorted: Vec<&TrailPoint> = points.iter().collect();
+        sorted.sort_unstable_by(|a, b| pk_order(a).cmp(&pk_order(b)));
+        let p = Columns::of_points(&sorted)?;
+        let d = Columns::of_drivers(points)?;
+        // Waiting before taking any lock: the batch before may still need
+        // the `drivers` rows this one's APPEND would lock.
+        turn.wait().await;
+        let now = Timestamp::now();
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::query(APPEND)
+            .bind(p.driver)
+            .bind(p.fleet)
+            .bind(p.seq)
+            .bind(p.ts)
+            .bind(p.lat)
+            .bind(p.lon)
+            .bind(p.speed)
+            .bind(p.heading)
+            .bind(p.acc)
+            .bind(d.driver)
+            .bind(d.fleet)
+            .bind(d.seq)
+            .bind(d.ts)
+            .bind(d.lat)
+            .bind(d.lon)
+            .execute(&mut *tx)
+            .await?;
+        let fleets: Vec<&str> = planned.drivers.keys().map(|k| k.fleet().as_str()).collect();
+        let drivers: Vec<&str> = planned
+            .drivers
+            .keys()
+            .map(|k| k.driver().as_str())
+            .collect();
+        sqlx::query(FRESH_STATES)
+            .bind(&fleets)
+            .bind(&drivers)
+            .bind(now.as_millis())
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query_as::<_, (String, String, i64, i64, f64, f64, String)>(LOCK_STATES)
+            .bind(&fleets)
+            .bind(&drivers)
+            .fetch_all(&mut *tx)
+            .await?;
+        turn.pass();
+        let stored = rows
+            .into_iter()
+            .filter_map(|(f, d, last_ts, last_seq, last_lat, last_lon, state)| {
+                let key = planned.key_of(&f, &d)?;
+                let row = StateRow {
+                    last_ts,
+                    last_seq,
+                    last_lat,
+                    last_lon,
+                    state,
+                };
+                Some((key, row))
+            })
+            .collect();
+        let evaluated = persist::evaluate(evaluator, &planned, stored)?;
+        let mut s = StateColumns::default();
+        for (key, row) in &evaluated.states {
+            s.push(key.fleet().as_str(), key.driver().as_str(), row);
+        }
+        sqlx::query(WRITE_STATES)
+            .bind(s.fleet)
+            .bind(s.driver)
+            .bind(s.ts)
+            .bind(s.seq)
+            .bind(s.lat)
+            .bind(s.lon)
+            .bind(s.state)
+            .bind(now.as_millis())
+            .execute(&mut *tx)
+            .await?;
+        let mut stored_events = Vec::new();
+        for event in evaluated.events {
+            if insert_event::<Postgres>(&mut tx, &event, now).await? {
+                stored_events.push(event);
+            }
+        }
+        tx.commit().await?;
+        Ok(stored_events)
+    }
+
     fn reads(&self) -> &dyn TrailReads {
         &self.reads
     }
@@ -258,6 +413,10 @@ impl TrailStore for PgTrailStore {
 
     fn geofences(&self) -> &dyn GeofenceStore {
         &self.geofences
+    }
+
+    fn alerts(&self) -> &dyn AlertStore {
+        &self.alerts
     }
 
     /// Partition upkeep, then retention: creates the partitions ahead,

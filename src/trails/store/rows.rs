@@ -59,6 +59,7 @@ impl TryFrom<PositionRow> for TrailPoint {
             fleet: fleet(&row.fleet_id)?,
             seq: seq_from_db(row.seq)?,
             position,
+            extras: Default::default(),
         })
     }
 }

@@ -4,6 +4,7 @@
 //! the last commits on power loss or an OS crash. An ack promises the fix is
 //! kept, so every commit syncs the WAL; group commits keep that affordable.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::LazyLock;
@@ -17,7 +18,10 @@ use sqlx::sqlite::{
 };
 
 use super::reads::{SqlReads, TrailReads};
-use super::{StoreError, TrailStore, latest_per_driver, retention_cutoff, seq_to_db};
+use super::{StoreError, TrailStore, Turn, latest_per_driver, retention_cutoff, seq_to_db};
+use crate::alerts::persist::{self, Planned, StateRow};
+use crate::alerts::store::insert_event;
+use crate::alerts::{AlertStore, Evaluator, Event, SqlAlerts};
 use crate::devices::{DeviceStore, SqlDevices};
 use crate::domain::{Timestamp, TrailPoint};
 use crate::geofences::{GeofenceStore, SqlGeofences};
@@ -53,6 +57,12 @@ const STATEMENT_CACHE_CAPACITY: usize = 32;
 /// connection of the pool (16 MB for 8 connections at the default). Measured,
 /// a larger cache did not speed up bulk ingest.
 const PAGE_CACHE_SIZE: &str = "-512";
+/// A driver's alert state after a commit (see `crate::alerts::persist`).
+const WRITE_STATE: &str = "INSERT INTO alert_state \
+    (fleet_id, driver_id, last_ts, last_seq, last_lat, last_lon, last_recv, state) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (fleet_id, driver_id) DO UPDATE SET \
+    last_ts = excluded.last_ts, last_seq = excluded.last_seq, last_lat = excluded.last_lat, \
+    last_lon = excluded.last_lon, last_recv = excluded.last_recv, state = excluded.state";
 /// A writer waits this long for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Retention deletes in slices so the write lock is never held for long.
@@ -79,6 +89,7 @@ pub struct SqliteTrailStore {
     reads: SqlReads<Sqlite>,
     devices: SqlDevices<Sqlite>,
     geofences: SqlGeofences<Sqlite>,
+    alerts: SqlAlerts<Sqlite>,
 }
 
 impl SqliteTrailStore {
@@ -103,6 +114,7 @@ impl SqliteTrailStore {
             reads: SqlReads::new(pool.clone()),
             devices: SqlDevices::new(pool.clone()),
             geofences: SqlGeofences::new(pool.clone()),
+            alerts: SqlAlerts::new(pool.clone()),
             pool,
         })
     }
@@ -195,6 +207,69 @@ impl TrailStore for SqliteTrailStore {
         Ok(())
     }
 
+    /// The positions, the drivers' rows and the alert steps in one
+    /// transaction (see the trait). SQLite has one writer at a time, so
+    /// reading the state rows inside the transaction is enough to hold them.
+    async fn append_evaluated(
+        &self,
+        points: &[TrailPoint],
+        evaluator: &dyn Evaluator,
+        turn: &mut Turn,
+    ) -> Result<Vec<Event>, StoreError> {
+        turn.pass();
+        let planned = Planned::new(evaluator, points);
+        if points.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Timestamp::now();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Self::insert_positions(&mut tx, points).await?;
+        Self::upsert_drivers(&mut tx, points).await?;
+        let mut stored = HashMap::new();
+        for key in planned.drivers.keys() {
+            let row = sqlx::query_as::<_, (i64, i64, f64, f64, String)>(
+                "SELECT last_ts, last_seq, last_lat, last_lon, state FROM alert_state \
+                 WHERE fleet_id = ?1 AND driver_id = ?2",
+            )
+            .bind(key.fleet().as_str())
+            .bind(key.driver().as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((last_ts, last_seq, last_lat, last_lon, state)) = row {
+                let row = StateRow {
+                    last_ts,
+                    last_seq,
+                    last_lat,
+                    last_lon,
+                    state,
+                };
+                stored.insert(key.clone(), row);
+            }
+        }
+        let evaluated = persist::evaluate(evaluator, &planned, stored)?;
+        for (key, row) in &evaluated.states {
+            sqlx::query(WRITE_STATE)
+                .bind(key.fleet().as_str())
+                .bind(key.driver().as_str())
+                .bind(row.last_ts)
+                .bind(row.last_seq)
+                .bind(row.last_lat)
+                .bind(row.last_lon)
+                .bind(now.as_millis())
+                .bind(row.state.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut stored_events = Vec::new();
+        for event in evaluated.events {
+            if insert_event::<Sqlite>(&mut tx, &event, now).await? {
+                stored_events.push(event);
+            }
+        }
+        tx.commit().await?;
+        Ok(stored_events)
+    }
+
     fn reads(&self) -> &dyn TrailReads {
         &self.reads
     }
@@ -205,6 +280,10 @@ impl TrailStore for SqliteTrailStore {
 
     fn geofences(&self) -> &dyn GeofenceStore {
         &self.geofences
+    }
+
+    fn alerts(&self) -> &dyn AlertStore {
+        &self.alerts
     }
 
     /// Deletes the rows older than the cutoff, a slice at a time; returns the rows deleted.
