@@ -210,7 +210,8 @@ function frame(now) {
     lastPush = now;
     pending = false;
   }
-  if (store.sosKeys.size && !reducedMotion.matches && now - lastPulse >= 80) {
+  // The ring pulses only while a driver in SOS is on the map: each step is a redraw.
+  if (store.sosKeys.size && !reducedMotion.matches && now - lastPulse >= 80 && [...store.sosKeys].some((k) => store.get(k))) {
     fleetMap.setSosPulse((now % SOS_PULSE_MS) / SOS_PULSE_MS);
     lastPulse = now;
   }
