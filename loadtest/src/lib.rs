@@ -20,6 +20,7 @@ pub mod scenario;
 pub mod stats;
 pub mod token;
 pub mod wire;
+pub mod zones;
 
 pub use city::{Bbox, City};
 pub use dashboard::ViewportSpan;

@@ -12,6 +12,7 @@
 #[allow(dead_code, unused_imports)]
 mod helpers;
 
+mod alerts;
 mod failover;
 mod geofences;
 mod harness;

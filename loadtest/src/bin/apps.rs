@@ -14,9 +14,14 @@
 //! the last one is stored.
 //!
 //! The devices are registered through the API first (`POST
-//! /api/v1/devices`, as an admin). Their tracks move 1 m per fix, one fix
-//! per 100 ms (one per second over MQTT, whose `tst` is in seconds) of fix
-//! time starting an hour ago, so no input filter drops them.
+//! /api/v1/devices`, as an admin). Their tracks start spread across Lima and
+//! move north 1 m per fix, one fix per 100 ms (one per second over MQTT,
+//! whose `tst` is in seconds) of fix time starting an hour ago, so no input
+//! filter drops them.
+//!
+//! `--fences N` first creates N geofences over Lima (polygons of 50
+//! vertices, `loadtest::zones`) in the devices' fleet, so that every stored
+//! fix is evaluated against them: the fence benchmark.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,13 +33,17 @@ use hdrhistogram::Histogram;
 use loadtest::net;
 use loadtest::procstat;
 use loadtest::token::{Role, mint};
+use loadtest::zones::ZoneShape;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 const FLEET: &str = "bench";
-/// Where the tracks start: central Lima.
-const ORIGIN: (f64, f64) = (-12.05, -77.04);
+/// Where the tracks start: the south-west of Lima (the tracks spread east
+/// over 0.15 degrees and drive north, inside the city the fences cover).
+const ORIGIN: (f64, f64) = (-12.17, -77.11);
+/// The east-west spread of the tracks' starts, degrees.
+const SPREAD_DEG: f64 = 0.15;
 /// One fix's move, in degrees of latitude (about 1.1 m).
 const STEP_DEG: f64 = 1e-5;
 
@@ -79,6 +88,9 @@ struct Args {
     /// Where to write the JSON report.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Geofences to create over Lima in the devices' fleet before measuring.
+    #[arg(long, default_value_t = 0)]
+    fences: usize,
 }
 
 /// One path's result.
@@ -102,7 +114,7 @@ struct PathResult {
 /// Fix number `k` of device `i`: its place and its fix time.
 fn fix(i: usize, k: u64, start_ms: i64, step_ms: i64) -> (f64, f64, i64) {
     let lat = ORIGIN.0 + STEP_DEG * k as f64;
-    let lon = ORIGIN.1 + 1e-3 * i as f64;
+    let lon = ORIGIN.1 + SPREAD_DEG * (i % 1000) as f64 / 1000.0;
     (lat, lon, start_ms + step_ms * k as i64)
 }
 
@@ -162,6 +174,44 @@ async fn register(
         keys.push(key.to_owned());
     }
     Ok(keys)
+}
+
+/// Creates `args.fences` zones over Lima in the bench fleet, 8 requests at a time.
+async fn create_fences(http: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
+    let admin = mint(
+        &args.secret,
+        "bench-admin",
+        Role::Admin,
+        None,
+        Duration::from_secs(3600),
+    );
+    let lima = loadtest::city::City::lima().bbox;
+    let started = Instant::now();
+    let features = loadtest::zones::zones(args.fences, &lima, ZoneShape::default(), 42);
+    let requests = futures_util::stream::iter(features.into_iter().map(|mut feature| {
+        feature["properties"]["fleet"] = FLEET.into();
+        let req = http
+            .post(format!("{}/api/v1/geofences", args.url))
+            .bearer_auth(&admin)
+            .json(&feature);
+        async move {
+            let resp = req.send().await?;
+            anyhow::ensure!(
+                resp.status().as_u16() == 201,
+                "creating a fence: {}",
+                resp.status()
+            );
+            Ok(())
+        }
+    }));
+    let results: Vec<anyhow::Result<()>> = requests.buffer_unordered(8).collect().await;
+    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    println!(
+        "{} geofences of 50 vertices created over Lima in {:.1} s",
+        args.fences,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// What a path's clients counted.
@@ -524,6 +574,9 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.devices)
         .build()?;
+    if args.fences > 0 {
+        create_fences(&http, &args).await?;
+    }
     let mut results = Vec::new();
     for path in &args.paths {
         let result = match path.as_str() {
