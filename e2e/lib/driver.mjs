@@ -70,6 +70,13 @@ export class TestDriver {
     return this.seq;
   }
 
+  /** Presses SOS: a `sos` frame where the vehicle is now, acknowledged like a position. */
+  sos() {
+    this.seq += 1;
+    this.ws.send(JSON.stringify({ type: 'sos', seq: this.seq, ts: Date.now(), lat: this.lat, lon: this.lon }));
+    return this.seq;
+  }
+
   /** One fix per second until stop(). */
   drive() {
     this.timer = setInterval(() => this.step(1), 1000);

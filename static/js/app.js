@@ -1,5 +1,6 @@
-// Entry point: signs the dispatcher in, builds the map, the driver list and the
-// trail replay, and wires the hub's live frames into them.
+// Entry point: signs the dispatcher in, builds the map, the driver list, the
+// trail replay, the geofences layer and the event feed, and wires the hub's
+// live frames into them.
 
 import { t, lang, setLang, translateDom, onLangChange, fmtNumber } from './i18n.js';
 import { adoptTokenFromUrl, apiGet, getToken, setToken, HttpError, Unauthorized } from './auth.js';
@@ -9,6 +10,9 @@ import { VehicleStore } from './vehicles.js';
 import { DriverList } from './drivers.js';
 import { TrailReplay } from './trail.js';
 import { driverLabel, keyOf, splitKey } from './keys.js';
+import { FenceStore } from './fences.js';
+import { EventFeed, fmtTime } from './events.js';
+import { SosTracker } from './sos.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -18,6 +22,12 @@ const SUBSCRIBE_DEBOUNCE_MS = 150;
 const SUBSCRIBE_MAX_WAIT_MS = 1000;
 const DRIVERS_REFRESH_MS = 10_000;
 const LIST_REFRESH_MS = 1000;
+const FENCES_REFRESH_MS = 60_000;
+// An event naming a fence this page has not loaded reloads them, at most this often.
+const FENCES_UNKNOWN_RELOAD_MS = 10_000;
+const EVENTS_HISTORY = 50;
+const SOS_PULSE_MS = 1400;
+const FENCES_SHOWN_KEY = 'fleethub.fences';
 
 const store = new VehicleStore();
 let fleetMap;
@@ -32,6 +42,15 @@ const stateLog = []; // recent connection states, for diagnostics and the tests
 let identity = null;
 let following = null; // a vehicle key (keys.js)
 let noticeTimer;
+const fences = new FenceStore();
+const sos = new SosTracker();
+let feed;
+let fencesVisible = readFencesShown();
+let fencesLoading = null;
+let lastUnknownFenceReload = 0;
+let sosShown = ''; // what the banner shows, to redraw it only on change
+let liveTimes = 0; // 'live' states this session: from the second on, the feed's gap is refetched
+const reducedMotion = matchMedia('(prefers-reduced-motion: reduce)');
 
 // ---------- language ----------
 
@@ -46,6 +65,9 @@ onLangChange(() => {
   renderIdentity();
   renderFollow();
   list?.refresh();
+  feed?.render();
+  sosShown = '';
+  if (feed) updateSos();
 });
 translateDom();
 syncLangButtons();
@@ -73,6 +95,7 @@ function renderIdentity() {
   $('fleet-name').textContent = identity.fleet ?? t('fleet.all');
   $('node-wrap').hidden = !identity.node;
   $('node-name').textContent = identity.node ?? '';
+  feed?.queueRender(); // admins' entries name the fleet
 }
 
 function showNotice(text, ms = 6000) {
@@ -115,6 +138,15 @@ function stopFollowing() {
   following = null;
   list.setFollowed(null);
   renderFollow();
+}
+
+/** Selects a driver without following it, and shows `lonLat` (an event's place). */
+function selectAt(key, lonLat) {
+  stopFollowing();
+  fleetMap.setSelected(key);
+  list.setFollowed(key);
+  list.reveal(key);
+  if (lonLat) fleetMap.centreOn(lonLat);
 }
 
 $('follow-stop').addEventListener('click', () => {
@@ -166,6 +198,7 @@ function pushIntervalMs(n) {
 
 let pending = false;
 let lastPush = 0;
+let lastPulse = 0;
 let lastFrame = 0;
 let frameMs = 16.7; // smoothed frame length
 function frame(now) {
@@ -177,6 +210,11 @@ function frame(now) {
     lastPush = now;
     pending = false;
   }
+  // The ring pulses only while a driver in SOS is on the map: each step is a redraw.
+  if (store.sosKeys.size && !reducedMotion.matches && now - lastPulse >= 80 && [...store.sosKeys].some((k) => store.get(k))) {
+    fleetMap.setSosPulse((now % SOS_PULSE_MS) / SOS_PULSE_MS);
+    lastPulse = now;
+  }
   if (following && now > fleetMap.easingUntil) {
     const at = store.drawnAt(following);
     const c = fleetMap.map.getCenter();
@@ -184,6 +222,133 @@ function frame(now) {
   }
   requestAnimationFrame(frame);
 }
+
+// ---------- geofences ----------
+
+function readFencesShown() {
+  try {
+    return localStorage.getItem(FENCES_SHOWN_KEY) !== '0';
+  } catch {
+    return true;
+  }
+}
+
+/** GET /api/v1/geofences and redraws them; one request at a time. */
+function loadFences() {
+  if (!token) return Promise.resolve();
+  if (fencesLoading) return fencesLoading;
+  const asked = token;
+  $('fences-refresh').setAttribute('aria-busy', 'true');
+  fencesLoading = (async () => {
+    try {
+      const body = await apiGet('/api/v1/geofences', { token: asked });
+      if (token !== asked) return; // signed out meanwhile
+      fleetMap.setFences(fences.replace(body));
+      $('fence-count').textContent = fmtNumber(fences.size);
+      feed?.queueRender(); // events naming a fence by id only now have its name
+    } catch (e) {
+      if (e instanceof Unauthorized) expired();
+      else if (!(e instanceof HttpError && e.status === 404)) showNotice(t('fences.failed', { msg: e.message }));
+      // 404: no geofences on this hub; nothing to draw.
+    } finally {
+      fencesLoading = null;
+      $('fences-refresh').removeAttribute('aria-busy');
+    }
+  })();
+  return fencesLoading;
+}
+
+function clearFences() {
+  fleetMap.setFences(fences.replace(null));
+  fences.clear();
+  $('fence-count').textContent = fmtNumber(0);
+}
+
+$('fences-toggle').checked = fencesVisible;
+$('fences-toggle').addEventListener('change', () => {
+  fencesVisible = $('fences-toggle').checked;
+  fleetMap?.setFencesVisible(fencesVisible);
+  try {
+    localStorage.setItem(FENCES_SHOWN_KEY, fencesVisible ? '1' : '0');
+  } catch {
+    // Not remembered; the choice holds for this page.
+  }
+});
+$('fences-refresh').addEventListener('click', () => loadFences());
+
+// ---------- events and SOS ----------
+
+/** The recent history (newest first); the live frames do the rest. */
+async function loadEventHistory() {
+  if (!token) return;
+  const asked = token;
+  try {
+    const body = await apiGet(`/api/v1/events?limit=${EVENTS_HISTORY}`, { token: asked });
+    if (token === asked) feed.add(body.events ?? []);
+  } catch (e) {
+    if (e instanceof Unauthorized) expired();
+    // 404: no events on this hub (yet); other failures: the live frames still come.
+  }
+}
+
+/** Every event the feed takes in, from the history or live. */
+function onEvent(ev) {
+  if (sos.note(ev)) updateSos();
+  if (ev.geofence != null && !fences.has(ev.geofence) && Date.now() - lastUnknownFenceReload > FENCES_UNKNOWN_RELOAD_MS) {
+    lastUnknownFenceReload = Date.now();
+    loadFences();
+  }
+}
+
+function pickEvent(ev) {
+  selectAt(ev.key, Number.isFinite(ev.lat) && Number.isFinite(ev.lon) ? [ev.lon, ev.lat] : null);
+}
+
+/** Brings the banner, the markers and the list up to date with the drivers in SOS. */
+function updateSos() {
+  const active = sos.active();
+  store.setSos(active.map((a) => a.key));
+  const sig = active.map((a) => a.ev.id).join();
+  if (sig === sosShown) return;
+  sosShown = sig;
+  const banner = $('sos-banner');
+  const items = active.map(({ key, ev }) => {
+    const label = driverLabel(ev.fleet, ev.driver, seesSeveralFleets());
+    const item = document.createElement('div');
+    item.className = 'sos-item';
+    item.dataset.key = key;
+    item.innerHTML = `<strong class="sos-who"></strong><span class="sos-when"></span>
+      <button type="button" class="btn-ghost small sos-show" data-action="show"></button>
+      <button type="button" class="btn small sos-ack" data-action="ack"></button>`;
+    item.querySelector('.sos-who').textContent = t('sos.label', { id: label });
+    item.querySelector('.sos-when').textContent = t('sos.since', { time: fmtTime(ev.ts) });
+    item.querySelector('.sos-show').textContent = t('sos.show');
+    const ack = item.querySelector('.sos-ack');
+    ack.textContent = t('sos.ack');
+    ack.setAttribute('aria-label', t('sos.ackFor', { id: label }));
+    return item;
+  });
+  banner.replaceChildren(...items);
+  banner.hidden = items.length === 0;
+  list?.refresh();
+}
+
+$('sos-banner').addEventListener('click', (e) => {
+  const btn = e.target.closest('button[data-action]');
+  const key = btn?.closest('.sos-item')?.dataset.key;
+  if (!key) return;
+  if (btn.dataset.action === 'ack') {
+    sos.acknowledge(key);
+    updateSos();
+    return;
+  }
+  // Show: follow the vehicle where the map has it, else go to where the SOS was sent.
+  const ev = sos.latest.get(key);
+  if (store.get(key) || list.get(key)?.lon != null) {
+    follow(key);
+    list.reveal(key);
+  } else if (ev) pickEvent(ev);
+});
 
 // ---------- frames from the hub ----------
 
@@ -212,6 +377,9 @@ function onFrame(f) {
       list.setStatus(key, f.status);
       break;
     }
+    case 'event':
+      feed.add([f], { live: true });
+      break;
     case 'error':
       showNotice(t('error.generic', { msg: `${f.code}: ${f.message}` }));
       break;
@@ -240,6 +408,8 @@ function startSession() {
     onFrame,
     onState: (state, info) => {
       connState = { state, info };
+      // Back after a cut: events sent meanwhile come from the history.
+      if (state === 'live' && ++liveTimes > 1) loadEventHistory();
       stateLog.push(state);
       if (stateLog.length > 50) stateLog.shift();
       renderConnState();
@@ -255,6 +425,7 @@ function startSession() {
     onUnauthorized: expired,
   });
   lastSentBbox = '';
+  liveTimes = 0;
   connection.start();
   sendView();
   session = {
@@ -262,9 +433,13 @@ function startSession() {
     list: setInterval(() => {
       list.refresh();
       renderCounts();
+      updateSos(); // an SOS older than the window stops being one
     }, LIST_REFRESH_MS),
+    fences: setInterval(loadFences, FENCES_REFRESH_MS),
   };
   refreshDrivers();
+  loadFences();
+  loadEventHistory();
   $('signout').hidden = false;
 }
 
@@ -274,8 +449,13 @@ function endSession() {
   if (session) {
     clearInterval(session.drivers);
     clearInterval(session.list);
+    clearInterval(session.fences);
     session = null;
   }
+  clearFences();
+  feed.clear();
+  sos.clear();
+  updateSos();
   store.applySnapshot([], performance.now());
   identity = null;
   renderIdentity();
@@ -380,7 +560,12 @@ async function main() {
       onPick: follow,
       onTrail: (key) => trail.open(key),
       withFleet: seesSeveralFleets,
+      isSos: (key) => store.sosKeys.has(key),
     },
+  );
+  feed = new EventFeed(
+    { list: $('event-list'), empty: $('event-empty'), count: $('event-count') },
+    { withFleet: seesSeveralFleets, fenceName: (id) => fences.name(id), onPick: pickEvent, onEvent },
   );
   trail = new TrailReplay(
     {
@@ -412,6 +597,7 @@ async function main() {
   fleetMap.on('userPan', stopFollowing);
   fleetMap.on('tilesFailed', () => showNotice(t('map.tilesFailed'), 10_000));
   await fleetMap.ready;
+  fleetMap.setFencesVisible(fencesVisible);
   fleetMap.map.on('move', debounce(sendView, SUBSCRIBE_DEBOUNCE_MS, SUBSCRIBE_MAX_WAIT_MS));
   requestAnimationFrame(frame);
   renderConnState();
@@ -452,6 +638,12 @@ window.fleethub = {
     })),
   /** The followed vehicle's key (keys.js), or null. */
   following: () => following,
+  /** The geofences as loaded: how many, their ids, whether the layer is shown. */
+  fences: () => ({ count: fences.size, ids: Array.from(fences.byId.keys()), visible: fencesVisible, loadedAt: fences.loadedAt }),
+  /** The event feed as shown, newest first. */
+  events: () => feed?.shown() ?? [],
+  /** The drivers in SOS now (vehicle keys). */
+  sos: () => sos.active().map((a) => a.key),
 };
 
 main();

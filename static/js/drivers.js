@@ -28,15 +28,17 @@ export class DriverList {
   /**
    * Every `key` here is a vehicle key (keys.js).
    * @param {object} els  {search, status, inView, count, scroller, list}
-   * @param {object} opts {isInView(key): bool, onPick(key), onTrail(key), withFleet(): bool}
+   * @param {object} opts {isInView(key): bool, onPick(key), onTrail(key), withFleet(): bool, isSos(key): bool}
    *        withFleet: whether the viewer sees several fleets, so rows name the fleet
+   *        isSos: whether the driver is in SOS (sos.js), so its row is marked
    */
-  constructor(els, { isInView, onPick, onTrail, withFleet }) {
+  constructor(els, { isInView, onPick, onTrail, withFleet, isSos = () => false }) {
     this.els = els;
     this.isInView = isInView;
     this.onPick = onPick;
     this.onTrail = onTrail;
     this.withFleet = withFleet;
+    this.isSos = isSos;
     this.byKey = new Map();
     this.sorted = []; // records, byDriverThenFleet
     this.needsSort = false;
@@ -246,6 +248,10 @@ export class DriverList {
     attr(li, 'aria-posinset', String(i + 1));
     set(li.style, 'transform', `translateY(${i * ROW_HEIGHT}px)`);
     li.classList.toggle('followed', followed);
+    const sos = this.isSos(rec.key);
+    li.classList.toggle('sos', sos);
+    if (sos) attr(li, 'data-sos', '1');
+    else if (li.hasAttribute('data-sos')) li.removeAttribute('data-sos');
     const [pick, trail] = li.children;
     attr(pick, 'aria-pressed', String(followed));
     const [dot, name, st, speed, seen] = pick.children;

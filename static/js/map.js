@@ -11,8 +11,11 @@ export const COLORS = {
   offline: '#94a3b8',
   selected: '#60a5fa',
   trail: '#60a5fa',
+  fence: '#c084fc',
+  sos: '#ef4444',
 };
 
+export const FENCE_LAYERS = ['fence-fill', 'fence-corridor', 'fence-line', 'fence-centre', 'fence-label'];
 const CLUSTER_MAX_ZOOM = 10; // Above this every vehicle is drawn; below, nearby ones merge.
 const LIMA = [-77.04, -12.05];
 
@@ -100,6 +103,33 @@ function countImage(label) {
   return { image: ctx.getImageData(0, 0, c.width, c.height), pixelRatio: ratio };
 }
 
+/** A fence's name on a dark pill ("fence:<name>"), made the first time a label is in view. */
+function fenceLabelImage(text) {
+  const ratio = 2;
+  const font = '600 12px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif';
+  const probe = document.createElement('canvas').getContext('2d');
+  probe.font = font;
+  const width = Math.ceil(Math.min(320, probe.measureText(text).width + 14));
+  const c = document.createElement('canvas');
+  c.width = width * ratio;
+  c.height = 20 * ratio;
+  const ctx = c.getContext('2d');
+  ctx.scale(ratio, ratio);
+  ctx.fillStyle = 'rgba(11, 18, 32, 0.82)';
+  ctx.strokeStyle = COLORS.fence;
+  ctx.lineWidth = 1;
+  ctx.beginPath();
+  ctx.roundRect(0.5, 0.5, width - 1, 19, 6);
+  ctx.fill();
+  ctx.stroke();
+  ctx.font = font;
+  ctx.textAlign = 'center';
+  ctx.textBaseline = 'middle';
+  ctx.fillStyle = '#f3e8ff';
+  ctx.fillText(text, width / 2, 10.5, width - 10);
+  return { image: ctx.getImageData(0, 0, c.width, c.height), pixelRatio: ratio };
+}
+
 function baseStyle(world) {
   return {
     version: 8,
@@ -169,13 +199,17 @@ export class FleetMap {
       this.addTiles(uiConfig);
       this.addVehicleLayers();
       this.addTrailLayers();
+      this.addFenceLayers();
     });
-    this.map.on('styleimagemissing', (e) => {
-      // Cluster count labels: "cnt:1.2k" and so on, drawn the first time one is needed.
-      if (e.id.startsWith('cnt:') && !this.map.hasImage(e.id)) {
-        const { image, pixelRatio } = countImage(e.id.slice(4));
-        this.map.addImage(e.id, image, { pixelRatio });
-      }
+    // Images made on demand, the first time a symbol needs one: cluster counts
+    // ("cnt:1.2k") and fence names ("fence:Depot"). MapLibre 6 takes them from
+    // this resolver; a styleimagemissing listener comes too late for the symbol.
+    this.map.setMissingStyleImageResolver((id) => {
+      if (this.map.hasImage(id)) return;
+      let made = null;
+      if (id.startsWith('cnt:')) made = countImage(id.slice(4));
+      else if (id.startsWith('fence:')) made = fenceLabelImage(id.slice(6));
+      if (made) this.map.addImage(id, made.image, { pixelRatio: made.pixelRatio });
     });
   }
 
@@ -213,7 +247,7 @@ export class FleetMap {
 
   addVehicleLayers() {
     const m = this.map;
-    for (const [status, color] of Object.entries({ moving: COLORS.moving, stopped: COLORS.stopped, offline: COLORS.offline })) {
+    for (const [status, color] of Object.entries({ moving: COLORS.moving, stopped: COLORS.stopped, offline: COLORS.offline, sos: COLORS.sos })) {
       const arrow = arrowImage(color);
       m.addImage(`arrow-${status}`, arrow.image, { pixelRatio: arrow.pixelRatio });
       const dot = dotImage(color);
@@ -229,6 +263,8 @@ export class FleetMap {
       clusterProperties: {
         moving: ['+', ['case', ['==', ['get', 's'], 'moving'], 1, 0]],
         offline: ['+', ['case', ['==', ['get', 's'], 'offline'], 1, 0]],
+        // Drivers in SOS inside the bubble: it is ringed red so none hides in a cluster.
+        sos: ['+', ['case', ['==', ['get', 'sos'], 1], 1, 0]],
       },
       buffer: 32,
     });
@@ -253,8 +289,8 @@ export class FleetMap {
         ],
         'circle-radius': ['step', ['get', 'point_count'], 13, 10, 16, 100, 20, 1000, 26],
         'circle-opacity': 0.9,
-        'circle-stroke-color': '#0b1220',
-        'circle-stroke-width': 2,
+        'circle-stroke-color': ['case', ['>', ['get', 'sos'], 0], COLORS.sos, '#0b1220'],
+        'circle-stroke-width': ['case', ['>', ['get', 'sos'], 0], 4, 2],
       },
     });
     m.addLayer({
@@ -281,20 +317,37 @@ export class FleetMap {
         'circle-stroke-width': 2.5,
       },
     });
+    // A driver in SOS: a red ring under its (red) marker, pulsed by setSosPulse.
+    m.addLayer({
+      id: 'vehicle-sos',
+      type: 'circle',
+      source: 'vehicles',
+      filter: ['all', single, ['==', ['get', 'sos'], 1]],
+      paint: {
+        'circle-radius': 18,
+        'circle-color': 'rgba(239,68,68,0.22)',
+        'circle-stroke-color': COLORS.sos,
+        'circle-stroke-width': 3,
+      },
+    });
     m.addLayer({
       id: 'vehicles',
       type: 'symbol',
       source: 'vehicles',
       filter: single,
       layout: {
-        'icon-image': ['concat', ['case', ['==', ['get', 'a'], 1], 'arrow-', 'dot-'], ['get', 's']],
+        'icon-image': [
+          'concat',
+          ['case', ['==', ['get', 'a'], 1], 'arrow-', 'dot-'],
+          ['case', ['==', ['get', 'sos'], 1], 'sos', ['get', 's']],
+        ],
         'icon-rotate': ['get', 'h'],
         'icon-rotation-alignment': 'map',
         'icon-allow-overlap': true,
         'icon-ignore-placement': true,
         'icon-size': ['interpolate', ['linear'], ['zoom'], 8, 0.7, 14, 1, 18, 1.25],
-        // Offline vehicles underneath, moving ones on top.
-        'symbol-sort-key': ['match', ['get', 's'], 'offline', 0, 'stopped', 1, 2],
+        // Offline vehicles underneath, moving ones on top, a driver in SOS above all.
+        'symbol-sort-key': ['case', ['==', ['get', 'sos'], 1], 3, ['match', ['get', 's'], 'offline', 0, 'stopped', 1, 2]],
       },
     });
 
@@ -364,6 +417,89 @@ export class FleetMap {
         'icon-ignore-placement': true,
       },
     });
+  }
+
+  /**
+   * The fences, under the trail and the vehicles: a translucent fill and an
+   * outline for polygons and circles, a translucent band of the corridor's width
+   * in metres (its pixel width doubles with each zoom level) with its centre line,
+   * and the names as labels where they do not collide.
+   */
+  addFenceLayers() {
+    const m = this.map;
+    const empty = { type: 'FeatureCollection', features: [] };
+    m.addSource('fences', { type: 'geojson', data: empty, tolerance: 0.2 });
+    m.addSource('fence-labels', { type: 'geojson', data: empty });
+    const areas = ['==', ['geometry-type'], 'Polygon'];
+    const corridors = ['==', ['get', 'kind'], 'corridor'];
+    const under = 'trail-casing';
+    m.addLayer(
+      { id: 'fence-fill', type: 'fill', source: 'fences', filter: areas, paint: { 'fill-color': COLORS.fence, 'fill-opacity': 0.12 } },
+      under,
+    );
+    m.addLayer(
+      {
+        id: 'fence-corridor',
+        type: 'line',
+        source: 'fences',
+        filter: corridors,
+        layout: { 'line-join': 'round', 'line-cap': 'round' },
+        paint: {
+          'line-color': COLORS.fence,
+          'line-opacity': 0.22,
+          // width_m in pixels: w0 at zoom 0, twice as many at each zoom level up.
+          'line-width': ['interpolate', ['exponential', 2], ['zoom'], 0, ['get', 'w0'], 24, ['*', ['get', 'w0'], 2 ** 24]],
+        },
+      },
+      under,
+    );
+    const outline = {
+      'line-color': COLORS.fence,
+      'line-opacity': 0.85,
+      'line-width': ['interpolate', ['linear'], ['zoom'], 6, 0.8, 14, 1.8],
+    };
+    m.addLayer({ id: 'fence-line', type: 'line', source: 'fences', filter: areas, layout: { 'line-join': 'round' }, paint: outline }, under);
+    m.addLayer(
+      {
+        id: 'fence-centre',
+        type: 'line',
+        source: 'fences',
+        filter: corridors,
+        layout: { 'line-join': 'round' },
+        paint: { ...outline, 'line-dasharray': [3, 2] },
+      },
+      under,
+    );
+    m.addLayer(
+      {
+        id: 'fence-label',
+        type: 'symbol',
+        source: 'fence-labels',
+        minzoom: 9,
+        layout: { 'icon-image': ['get', 'label'], 'icon-allow-overlap': false, 'icon-padding': 4 },
+      },
+      'clusters',
+    );
+  }
+
+  /** The fences' drawing (fences.js fenceDrawing). */
+  setFences({ shapes, labels }) {
+    this.map.getSource('fences')?.setData(shapes);
+    this.map.getSource('fence-labels')?.setData(labels);
+  }
+
+  setFencesVisible(visible) {
+    for (const id of FENCE_LAYERS) {
+      if (this.map.getLayer(id)) this.map.setLayoutProperty(id, 'visibility', visible ? 'visible' : 'none');
+    }
+  }
+
+  /** One step of the SOS ring's pulse, phase in [0, 1). */
+  setSosPulse(phase) {
+    if (!this.map.getLayer('vehicle-sos')) return;
+    const k = 0.5 - 0.5 * Math.cos(phase * 2 * Math.PI);
+    this.map.setPaintProperty('vehicle-sos', 'circle-radius', 15 + 9 * k);
+    this.map.setPaintProperty('vehicle-sos', 'circle-stroke-opacity', 1 - 0.6 * k);
   }
 
   /** Pushes the vehicles' current positions to the GPU source. */

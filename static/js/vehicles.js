@@ -44,6 +44,20 @@ export class VehicleStore {
     this.structureChanged = true; // features added/removed since the last collection()
     this.dirty = true; // anything to push to the map
     this.animating = 0; // records still gliding
+    this.sosKeys = new Set(); // drivers in SOS: drawn red and ringed (sos.js)
+  }
+
+  /** The drivers in SOS now (vehicle keys); their features get `sos: 1`. */
+  setSos(keys) {
+    const next = new Set(keys);
+    if (next.size === this.sosKeys.size && [...next].every((k) => this.sosKeys.has(k))) return;
+    const touched = new Set([...this.sosKeys, ...next]);
+    this.sosKeys = next;
+    for (const key of touched) {
+      const rec = this.byKey.get(key);
+      if (rec) this.restyle(rec);
+    }
+    this.dirty = true;
   }
 
   get size() {
@@ -105,7 +119,7 @@ export class VehicleStore {
         feature: {
           type: 'Feature',
           // The map selects and reports clicks by `key`.
-          properties: { key, s: 'stopped', h: 0, a: 0 },
+          properties: { key, s: 'stopped', h: 0, a: 0, sos: 0 },
           geometry: { type: 'Point', coordinates: [p.lon, p.lat] },
         },
       };
@@ -151,6 +165,7 @@ export class VehicleStore {
     props.s = statusOf(rec);
     props.a = rec.heading != null ? 1 : 0;
     props.h = Math.round(rec.heading ?? 0);
+    props.sos = this.sosKeys.has(rec.key) ? 1 : 0;
   }
 
   /**
