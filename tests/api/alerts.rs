@@ -6,27 +6,12 @@
 //! sweep raises.
 
 use reqwest::{Method, StatusCode};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::helpers::{DriverClient, TestApp, TestDb, eventually, now_ms, spawn_app_in};
+use crate::helpers::{
+    Backend, DriverClient, TestApp, TestDb, call, dispatcher, eventually, now_ms, spawn_app_in,
+};
 use fleethub::auth::Role;
-use fleethub::config::Settings;
-
-#[derive(Clone, Copy)]
-enum Backend<'a> {
-    Postgres,
-    Sqlite(&'a std::path::Path),
-}
-
-impl Backend<'_> {
-    fn configure(self, settings: &mut Settings) {
-        if let Backend::Sqlite(path) = self {
-            settings.database.url = SecretString::from(String::new());
-            settings.database.sqlite_path = path.to_string_lossy().into_owned();
-        }
-    }
-}
 
 /// Runs `scenario` on a hub over PostgreSQL, then on one over SQLite.
 macro_rules! on_both_backends {
@@ -46,26 +31,6 @@ macro_rules! on_both_backends {
 
 async fn start(backend: Backend<'_>, db: TestDb) -> TestApp {
     spawn_app_in(db, |s| backend.configure(s)).await
-}
-
-fn dispatcher(app: &TestApp, fleet: &str) -> String {
-    app.token(Role::Dispatcher, "disp", Some(fleet))
-}
-
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<&Value>,
-) -> (StatusCode, Value) {
-    let mut req = app.http.request(method, app.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        req = req.json(body);
-    }
-    let res = req.send().await.expect("request");
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
 }
 
 /// The origin of every track: central Lima.

@@ -4,58 +4,14 @@
 //! hub starts again.
 
 use reqwest::{Method, StatusCode};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDb, spawn_app_in};
+use crate::helpers::{Backend, TestApp, TestDb, admin, call, dispatcher, spawn_app_in};
 use fleethub::auth::Role;
-use fleethub::config::Settings;
 use fleethub::domain::FleetId;
-
-/// Which database a test's hub keeps its trails (and fences) in.
-#[derive(Clone, Copy)]
-enum Backend<'a> {
-    Postgres,
-    Sqlite(&'a std::path::Path),
-}
-
-impl Backend<'_> {
-    fn configure(self, settings: &mut Settings) {
-        if let Backend::Sqlite(path) = self {
-            settings.database.url = SecretString::from(String::new());
-            settings.database.sqlite_path = path.to_string_lossy().into_owned();
-        }
-    }
-}
 
 async fn start(backend: Backend<'_>, db: TestDb) -> TestApp {
     spawn_app_in(db, |s| backend.configure(s)).await
-}
-
-fn dispatcher(app: &TestApp, fleet: &str) -> String {
-    app.token(Role::Dispatcher, "disp", Some(fleet))
-}
-
-fn admin(app: &TestApp) -> String {
-    app.token(Role::Admin, "ops", None)
-}
-
-/// One request with `token` and an optional JSON body; the status and the
-/// JSON answer (`Null` when there is none).
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<&Value>,
-) -> (StatusCode, Value) {
-    let mut req = app.http.request(method, app.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        req = req.json(body);
-    }
-    let res = req.send().await.expect("request");
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
 }
 
 async fn create(app: &TestApp, token: &str, feature: &Value) -> (StatusCode, Value) {

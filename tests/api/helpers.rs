@@ -564,3 +564,48 @@ fn connections_on(port: u16) -> std::collections::HashSet<u64> {
     }
     inodes
 }
+
+// ---- the REST API, as a fleet's dispatcher or an admin ----
+
+/// Which database a test's hub keeps its trails (and what lives beside
+/// them: devices, fences, events) in.
+#[derive(Clone, Copy)]
+pub enum Backend<'a> {
+    Postgres,
+    Sqlite(&'a std::path::Path),
+}
+
+impl Backend<'_> {
+    pub fn configure(self, settings: &mut Settings) {
+        if let Backend::Sqlite(path) = self {
+            settings.database.url = secrecy::SecretString::from(String::new());
+            settings.database.sqlite_path = path.to_string_lossy().into_owned();
+        }
+    }
+}
+
+pub fn dispatcher(app: &TestApp, fleet: &str) -> String {
+    app.token(Role::Dispatcher, "disp", Some(fleet))
+}
+
+pub fn admin(app: &TestApp) -> String {
+    app.token(Role::Admin, "ops", None)
+}
+
+/// One request with `token` and an optional JSON body; the status and the
+/// JSON answer (`Null` when there is none).
+pub async fn call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<&Value>,
+) -> (reqwest::StatusCode, Value) {
+    let mut req = app.http.request(method, app.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    let res = req.send().await.expect("request");
+    let status = res.status();
+    (status, res.json().await.unwrap_or(Value::Null))
+}

@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::helpers::{TestApp, TestDb, eventually, now_ms, spawn_app_in};
+use crate::helpers::{TestApp, TestDb, admin, call, dispatcher, eventually, now_ms, spawn_app_in};
 use fleethub::alerts::{Event, EventFix, EventKind};
 use fleethub::auth::Role;
 use fleethub::config::Settings;
@@ -87,32 +87,6 @@ fn fast_retries(s: &mut Settings) {
     s.webhooks.max_retry_ms = 50;
     s.webhooks.poll_ms = 20;
     s.webhooks.timeout_ms = 2_000;
-}
-
-fn dispatcher(app: &TestApp, fleet: &str) -> String {
-    app.token(Role::Dispatcher, "disp", Some(fleet))
-}
-
-fn admin(app: &TestApp) -> String {
-    app.token(Role::Admin, "ops", None)
-}
-
-/// One request with `token` and an optional JSON body; the status and the
-/// JSON answer (`Null` when there is none).
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<&Value>,
-) -> (StatusCode, Value) {
-    let mut req = app.http.request(method, app.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        req = req.json(body);
-    }
-    let res = req.send().await.expect("request");
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
 }
 
 fn code(answer: &Value) -> &str {

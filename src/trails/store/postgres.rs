@@ -239,6 +239,29 @@ impl<'a> Columns<'a> {
     }
 }
 
+/// [`APPEND`] with the batch's columns bound.
+fn append_query<'q>(
+    p: Columns<'q>,
+    d: Columns<'q>,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(APPEND)
+        .bind(p.driver)
+        .bind(p.fleet)
+        .bind(p.seq)
+        .bind(p.ts)
+        .bind(p.lat)
+        .bind(p.lon)
+        .bind(p.speed)
+        .bind(p.heading)
+        .bind(p.acc)
+        .bind(d.driver)
+        .bind(d.fleet)
+        .bind(d.seq)
+        .bind(d.ts)
+        .bind(d.lat)
+        .bind(d.lon)
+}
+
 /// Alert state rows as column arrays.
 #[derive(Default)]
 struct StateColumns<'a> {
@@ -282,24 +305,7 @@ impl TrailStore for PgTrailStore {
             Some(conn) => conn,
             None => self.pool.acquire().await?,
         };
-        sqlx::query(APPEND)
-            .bind(p.driver)
-            .bind(p.fleet)
-            .bind(p.seq)
-            .bind(p.ts)
-            .bind(p.lat)
-            .bind(p.lon)
-            .bind(p.speed)
-            .bind(p.heading)
-            .bind(p.acc)
-            .bind(d.driver)
-            .bind(d.fleet)
-            .bind(d.seq)
-            .bind(d.ts)
-            .bind(d.lat)
-            .bind(d.lon)
-            .execute(&mut *conn)
-            .await?;
+        append_query(p, d).execute(&mut *conn).await?;
         let mut kept = self.committers.lock();
         if kept.len() < CONCURRENT_APPENDS {
             kept.push(conn);
@@ -330,24 +336,7 @@ impl TrailStore for PgTrailStore {
         let now = Timestamp::now();
         let mut conn = self.pool.acquire().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        sqlx::query(APPEND)
-            .bind(p.driver)
-            .bind(p.fleet)
-            .bind(p.seq)
-            .bind(p.ts)
-            .bind(p.lat)
-            .bind(p.lon)
-            .bind(p.speed)
-            .bind(p.heading)
-            .bind(p.acc)
-            .bind(d.driver)
-            .bind(d.fleet)
-            .bind(d.seq)
-            .bind(d.ts)
-            .bind(d.lat)
-            .bind(d.lon)
-            .execute(&mut *tx)
-            .await?;
+        append_query(p, d).execute(&mut *tx).await?;
         let fleets: Vec<&str> = planned.drivers.keys().map(|k| k.fleet().as_str()).collect();
         let drivers: Vec<&str> = planned
             .drivers
