@@ -132,9 +132,35 @@ fn seq_to_db(seq: Seq) -> Result<i64, StoreError> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt("a seq beyond i64".into()))
 }
 
-/// Stores `event` on `conn` (inside the caller's transaction) with its
-/// outbox rows; `false` when it was stored already (produced before: not
-/// announced again).
+/// Stores `events` on `conn` (inside the caller's transaction) with their
+/// outbox rows; returns those that were not stored already (the others
+/// were produced before, and are not announced again).
+pub async fn insert_events<DB>(
+    conn: &mut DB::Connection,
+    events: Vec<Event>,
+    now: Timestamp,
+) -> Result<Vec<Event>, StoreError>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: Executor<'e, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> f64: Encode<'q, DB> + Type<DB>,
+{
+    let mut stored = Vec::with_capacity(events.len());
+    for event in events {
+        if insert_event::<DB>(conn, &event, now).await? {
+            stored.push(event);
+        }
+    }
+    Ok(stored)
+}
+
+/// [`insert_events`] for one event: `false` when it was stored already.
 pub async fn insert_event<'c, DB>(
     conn: &'c mut DB::Connection,
     event: &Event,

@@ -31,6 +31,44 @@ fn check_id(raw: &str) -> Result<(), IdError> {
     Ok(())
 }
 
+/// An id the hub generates for what it stores (a fence, a webhook): 16
+/// random lowercase hex digits. `parse` takes any id one could have been
+/// (up to 64 letters, digits, `-`, `_`) and `None` for the rest, so a path
+/// with an impossible id is simply unknown.
+macro_rules! generated_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn generate() -> Self {
+                Self(format!("{:016x}", rand::random::<u64>()))
+            }
+
+            pub fn parse(raw: &str) -> Option<Self> {
+                let plausible = (1..=64).contains(&raw.len())
+                    && raw
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+                plausible.then(|| Self(raw.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+pub(crate) use generated_id;
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*

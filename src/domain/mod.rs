@@ -8,6 +8,7 @@ mod position;
 
 pub use bbox::{BBox, BBoxError};
 pub use driver_key::DriverKey;
+pub(crate) use ids::generated_id;
 pub use ids::{DriverId, FleetId, IdError};
 pub use position::{MAX_ACCURACY_M, Position, PositionError, TimeWindow, Timestamp};
 

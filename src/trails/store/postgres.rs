@@ -12,7 +12,7 @@ use sqlx::{ConnectOptions, Postgres};
 use super::reads::{SqlReads, TrailReads};
 use super::{DAY_MS, StoreError, TrailStore, Turn, latest_per_driver, retention_cutoff, seq_to_db};
 use crate::alerts::persist::{self, Planned, StateRow};
-use crate::alerts::store::insert_event;
+use crate::alerts::store::insert_events;
 use crate::alerts::{AlertStore, Evaluator, Event, SqlAlerts};
 use crate::devices::{DeviceStore, SqlDevices};
 use crate::domain::{Seq, Timestamp, TrailPoint};
@@ -385,14 +385,9 @@ impl TrailStore for PgTrailStore {
             .bind(now.as_millis())
             .execute(&mut *tx)
             .await?;
-        let mut stored_events = Vec::new();
-        for event in evaluated.events {
-            if insert_event::<Postgres>(&mut tx, &event, now).await? {
-                stored_events.push(event);
-            }
-        }
+        let stored = insert_events::<Postgres>(&mut tx, evaluated.events, now).await?;
         tx.commit().await?;
-        Ok(stored_events)
+        Ok(stored)
     }
 
     fn reads(&self) -> &dyn TrailReads {

@@ -20,7 +20,7 @@ use sqlx::sqlite::{
 use super::reads::{SqlReads, TrailReads};
 use super::{StoreError, TrailStore, Turn, latest_per_driver, retention_cutoff, seq_to_db};
 use crate::alerts::persist::{self, Planned, StateRow};
-use crate::alerts::store::insert_event;
+use crate::alerts::store::insert_events;
 use crate::alerts::{AlertStore, Evaluator, Event, SqlAlerts};
 use crate::devices::{DeviceStore, SqlDevices};
 use crate::domain::{Timestamp, TrailPoint};
@@ -263,14 +263,9 @@ impl TrailStore for SqliteTrailStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        let mut stored_events = Vec::new();
-        for event in evaluated.events {
-            if insert_event::<Sqlite>(&mut tx, &event, now).await? {
-                stored_events.push(event);
-            }
-        }
+        let stored = insert_events::<Sqlite>(&mut tx, evaluated.events, now).await?;
         tx.commit().await?;
-        Ok(stored_events)
+        Ok(stored)
     }
 
     fn reads(&self) -> &dyn TrailReads {
