@@ -392,7 +392,10 @@ describe('dispatcher dashboard', { timeout: 30 * 60_000 }, () => {
       ]);
       await page.click('#driver-list li[data-key="beta/d1"] button[data-action="pick"]');
       await waitFor(async () => (await page.evaluate(() => window.fleethub.following())) === 'beta/d1', { what: 'following beta/d1' });
-      assert.deepEqual((await rows()).map((r) => r.followed), [false, true]);
+      // The list marks the followed row when it next renders, not in the same task.
+      await waitFor(async () => JSON.stringify((await rows()).map((r) => r.followed)) === '[false,true]', {
+        what: 'the beta/d1 row marked followed, the acme/d1 row not',
+      });
       assert.equal(await page.textContent('#follow-text'), 'Following d1 · beta');
       assert.ok(JSON.stringify(await page.evaluate(() => window.fleethub.map.getFilter('vehicle-selected'))).includes('"beta/d1"'));
       await page.click('#follow-stop');
